@@ -1,0 +1,311 @@
+"""params.yaml as typed, validated models: the experiment, refused early when it is wrong.
+
+Every section forbids unknown keys and checks types and ranges, so a typo such as ``optim.lr: -1`` or
+``model.hiden`` stops a stage before any work with one line:
+
+    params.yaml: optim.lr must be > 0 (got -1)
+
+Stage code reads params only through :func:`load_params`; the library takes the section models (or plain
+values) it needs, never the YAML file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+
+from dlrig.errors import UserError
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` as a string; YAML 1.2 (ruamel, which DVC uses to write params) reads
+# it as a float. Accept both spellings so a hand-written ``lr: 1e-3`` means what it says.
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+    r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+# Integers and booleans are strict: ``epochs: 2.5`` or ``nesterov: 1`` is a mistake, not a request.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+PosInt = Annotated[int, Strict(), Field(ge=1)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class CsvParams(Section):
+    label_column: str = "label"
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class ImageParams(Section):
+    size: list[PosInt] = Field(default_factory=lambda: [28, 28], min_length=2, max_length=2)
+    grayscale: Bool = True
+
+
+class SyntheticParams(Section):
+    n_samples: PosInt = 600
+    n_classes: Annotated[int, Strict(), Field(ge=2)] = 3
+    n_features: PosInt = 20
+    image_side: Annotated[int, Strict(), Field(ge=0)] = 0  # >0: images [N,1,side,side], else a table
+    class_sep: PosFloat = 1.5
+    noise: Annotated[float, Field(ge=0)] = 1.0
+
+
+class DataParams(Section):
+    source: Literal["digits", "csv", "imagefolder", "mnist", "synthetic"] = "digits"
+    path: str = "data/raw/input"
+    csv: CsvParams = Field(default_factory=CsvParams)
+    image: ImageParams = Field(default_factory=ImageParams)
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+
+
+# ----------------------------------------------------------------------------------------- validate
+class ValidateParams(Section):
+    on_failure: Literal["error", "warn"] = "error"
+    min_per_class: PosInt = 10
+    value_min: float | None = None
+    value_max: float | None = None
+    labels: list[Int] | None = None
+    sample_shape: list[PosInt] | None = None
+    max_duplicate_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ValidateParams:
+        if self.value_min is not None and self.value_max is not None and self.value_min > self.value_max:
+            raise ValueError(
+                f"value_min must be <= value_max (got {self.value_min} > {self.value_max})"
+            )
+        return self
+
+
+# -------------------------------------------------------------------------------------------- split
+class SplitParams(Section):
+    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    duplicates: Literal["remove", "refuse", "keep"] = "remove"
+
+
+# -------------------------------------------------------------------------------------------- model
+class ModelParams(Section):
+    name: Literal["mlp", "cnn"] = "mlp"
+    hidden: PosInt = 256
+    depth: PosInt = 2
+    channels: list[PosInt] = Field(default_factory=lambda: [16, 32], min_length=1)
+    kernel_size: PosInt = 3
+    activation: Literal["relu", "gelu", "tanh", "leaky_relu", "elu", "silu", "sigmoid"] = "relu"
+    dropout: Fraction = 0.1
+    norm: Literal["none", "batch", "layer"] = "none"
+    init: Literal[
+        "default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal"
+    ] = "default"
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> ModelParams:
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (got {self.kernel_size})")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- optim
+class OptimParams(Section):
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "nadam"] = "adam"
+    lr: PosFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    l1: Annotated[float, Field(ge=0)] = 0.0
+    momentum: Fraction = 0.9
+    nesterov: Bool = False
+    beta1: Fraction = 0.9
+    beta2: Fraction = 0.999
+    eps: PosFloat = 1e-8
+    alpha: Fraction = 0.99
+    rho: Fraction = 0.9
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimParams:
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0 with name=sgd (got momentum 0)")
+        return self
+
+
+class ScheduleParams(Section):
+    name: Literal["constant", "step", "exponential", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: Annotated[int, Strict(), Field(ge=0)] = 0
+    step_size: PosInt = 10
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+# -------------------------------------------------------------------------------------------- train
+class EarlyStoppingParams(Section):
+    patience: Annotated[int, Strict(), Field(ge=0)] = 10
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+
+
+class TrainParams(Section):
+    epochs: PosInt = 60
+    batch_size: PosInt = 64
+    grad_clip: PosFloat | None = None
+    label_smoothing: Fraction = 0.0
+    standardize: Literal["none", "feature", "global"] = "feature"
+    early_stopping: EarlyStoppingParams | None = Field(default_factory=EarlyStoppingParams)
+
+
+class ComputeParams(Section):
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    torch_threads: PosInt = 1
+
+
+class FitConfig(Section):
+    """Everything one training run depends on: what a search varies and a checkpoint records."""
+
+    model: ModelParams = Field(default_factory=ModelParams)
+    optim: OptimParams = Field(default_factory=OptimParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> FitConfig:
+        """A validated copy with dotted keys replaced, e.g. ``{"optim.lr": 0.01, "model.hidden": 64}``."""
+        raw = self.model_dump()
+        for dotted, value in overrides.items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise UserError(f"{dotted}: not a key of the training config (model/optim/schedule/train)")
+                node = node[key]
+            if leaf not in node:
+                raise UserError(f"{dotted}: not a key of the training config (model/optim/schedule/train)")
+            node[leaf] = value
+        try:
+            return FitConfig.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc, source="config")) from None
+
+
+# ------------------------------------------------------------------------------------------- report
+class ReportParams(Section):
+    title: str = "dlrig experiment report"
+    dpi: Annotated[int, Strict(), Field(ge=50, le=600)] = 110
+
+
+class Params(Section):
+    seed: Annotated[int, Strict(), Field(ge=0)] = 42
+    data: DataParams = Field(default_factory=DataParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    split: SplitParams = Field(default_factory=SplitParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    optim: OptimParams = Field(default_factory=OptimParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    compute: ComputeParams = Field(default_factory=ComputeParams)
+    report: ReportParams = Field(default_factory=ReportParams)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def fit_config(self) -> FitConfig:
+        return FitConfig(model=self.model, optim=self.optim, schedule=self.schedule, train=self.train)
+
+
+# -------------------------------------------------------------------------------- loading and errors
+def _describe(err: dict[str, Any]) -> str:
+    """One readable clause for one pydantic error."""
+    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+    if kind == "extra_forbidden":
+        return "is not a known key"
+    if kind == "missing":
+        return "is required"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+        bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return f"must be {op[kind]} {bound}{shown}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}{shown}"
+    if kind.startswith("int"):
+        return f"must be an integer{shown}"
+    if kind.startswith("float"):
+        return f"must be a number{shown}"
+    if kind.startswith("bool"):
+        return f"must be true or false{shown}"
+    if kind.startswith("string"):
+        return f"must be a string{shown}"
+    if kind in {"list_type", "too_short", "too_long"}:
+        return f"{err['msg'].lower()}{shown}"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return f"must be a mapping of keys{shown}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg']}{shown}"
+
+
+def format_validation_error(exc: ValidationError, source: str = "params.yaml") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
+        # Unions (e.g. ``float | None``) report each branch; the None branch adds nothing useful.
+        if loc and loc[-1] in {"float", "int", "bool", "str", "list[int]", "none"}:
+            loc = loc[:-1]
+        key = ".".join(loc).replace("validate_", "validate") or "(top level)"
+        # Cross-field checks speak of the section's own keys: "optim" + "nesterov needs ..." reads
+        # as "optim.nesterov needs ...".
+        sep = "." if err["type"] == "value_error" and loc else " "
+        line = f"{source}: {key}{sep}{_describe(err)}"
+        if line not in lines:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping (tests use this to shrink the real profile)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: must be a mapping of sections (got {type(raw).__name__})")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (SafeLoader)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raises :class:`UserError` naming every bad key."""
+    return parse_params(read_yaml(path), source=str(Path(path).name))
+
+
+def dump_params(params: Params) -> dict[str, Any]:
+    """Plain dict with the YAML spelling of keys (``validate``, not ``validate_``)."""
+    return params.model_dump(mode="json", by_alias=True)

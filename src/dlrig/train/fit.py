@@ -1,0 +1,229 @@
+"""The fit loop: one model, one training set, one seed. A fold of cross-validation is just a call.
+
+Everything fitted on data -- the standardisation statistics and the early-stopping decision -- sees only
+the rows passed in as training data; the early-stopping split is carved from those rows, and the scaler
+is fitted on the part that is left for gradient steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from dlrig.models import build_model
+from dlrig.params import FitConfig, TrainParams
+from dlrig.train.optim import build_optimizer, build_scheduler
+
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    model: nn.Sequential
+    history: list[dict[str, float]]
+    best_epoch: int
+    stopped_early: bool
+    train_index: np.ndarray  # rows (of the X passed to fit) that took gradient steps
+    val_index: np.ndarray  # rows held out for early stopping (empty when it is off)
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from dlrig.errors import UserError
+
+        raise UserError("params.yaml: compute.device is 'cuda' but no CUDA device is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def fit_standardizer(X: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale over samples; features with (near) zero spread keep scale 1 instead of exploding."""
+    if mode == "none":
+        shape = X.shape[1:]
+        return np.zeros(shape, np.float32), np.ones(shape, np.float32)
+    if mode == "global":
+        mean, std = float(X.mean()), float(X.std())
+        shape = X.shape[1:]
+        return np.full(shape, mean, np.float32), np.full(shape, std if std > 1e-6 else 1.0, np.float32)
+    mean = X.mean(axis=0)
+    std = X.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def early_stopping_split(
+    y: np.ndarray, cfg: TrainParams, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, val) inside the given training rows; stratified when every class can spare a sample."""
+    index = np.arange(len(y))
+    if cfg.early_stopping is None:
+        return index, index[:0]
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    n_val = max(1, int(round(cfg.early_stopping.val_fraction * len(y))))
+    if stratify is not None:
+        n_val = max(n_val, int((counts > 0).sum()))
+    fit_idx, val_idx = train_test_split(index, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(fit_idx), np.sort(val_idx)
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of |w| over weight matrices and kernels (not biases, norms or the scaler buffers)."""
+    return sum(
+        (p.abs().sum() for name, p in model.named_parameters() if name.endswith("weight") and p.dim() > 1),
+        torch.zeros(()),
+    )
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: np.ndarray | torch.Tensor, batch_size: int = 2048) -> np.ndarray:
+    """Class probabilities in eval mode (dropout off, batch norm running stats)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    X_t = torch.as_tensor(X, dtype=torch.float32)
+    out = [
+        torch.softmax(model(X_t[i : i + batch_size].to(device)), dim=1).cpu()
+        for i in range(0, len(X_t), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+    model.eval()
+    logits = model(X)
+    loss = float(loss_fn(logits, y))
+    acc = float((logits.argmax(1) == y).float().mean())
+    model.train()
+    return loss, acc
+
+
+def _improved(value: float, best: float, monitor: str, min_delta: float) -> bool:
+    if monitor == "val_accuracy":
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+def fit(
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    config: FitConfig,
+    seed: int,
+    *,
+    device: str = "cpu",
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train one model on (X, y). Early stopping (if on) uses a split of these rows only."""
+    start = time.perf_counter()
+    tcfg = config.train
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    dev = resolve_device(device)
+
+    fit_idx, val_idx = early_stopping_split(y, tcfg, seed)
+    mean, scale = fit_standardizer(X[fit_idx], tcfg.standardize)
+
+    model = build_model(config.model, X.shape[1:], n_classes)
+    model[0].mean.copy_(torch.from_numpy(mean))
+    model[0].scale.copy_(torch.from_numpy(scale))
+    model.to(dev)
+
+    X_fit = torch.as_tensor(X[fit_idx], device=dev)
+    y_fit = torch.as_tensor(y[fit_idx], device=dev)
+    X_val = torch.as_tensor(X[val_idx], device=dev)
+    y_val = torch.as_tensor(y[val_idx], device=dev)
+
+    n = len(fit_idx)
+    batch_size = min(tcfg.batch_size, n)
+    # Drop a last batch of one sample: batch norm cannot normalise a batch of size 1.
+    steps_per_epoch = max(1, n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size))
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.schedule, config.optim.lr, tcfg.epochs, steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss()  # validation loss is the plain loss, comparable across settings
+    l1 = config.optim.l1
+
+    es = tcfg.early_stopping
+    monitor = es.monitor if es else "val_loss"
+    best_value = -math.inf if monitor == "val_accuracy" else math.inf
+    best_state, best_epoch, bad_epochs, stopped = None, tcfg.epochs, 0, False
+    history: list[dict[str, float]] = []
+
+    model.train()
+    for epoch in range(1, tcfg.epochs + 1):
+        perm = torch.randperm(n, generator=rng).to(dev)
+        total_loss, total_correct, seen = 0.0, 0, 0
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            if step == steps_per_epoch - 1:
+                idx = perm[step * batch_size :]
+            xb, yb = X_fit[idx], y_fit[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            objective = loss + l1 * l1_penalty(model) if l1 > 0 else loss
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if tcfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            total_correct += int((logits.detach().argmax(1) == yb).sum())
+            seen += len(idx)
+        if not math.isfinite(total_loss):
+            history.append({"epoch": epoch, "train_loss": float("nan")})
+            stopped = True
+            break
+        record = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": total_loss / seen,
+            "train_accuracy": total_correct / seen,
+        }
+        if len(val_idx):
+            record["val_loss"], record["val_accuracy"] = _evaluate(model, X_val, y_val, eval_loss)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if es is None:
+            continue
+        value = record[monitor]
+        if _improved(value, best_value, monitor, es.min_delta):
+            best_value, best_epoch, bad_epochs = value, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs > es.patience:
+                stopped = True
+                break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        model=model.cpu(),
+        history=history,
+        best_epoch=best_epoch if es else len(history),
+        stopped_early=stopped,
+        train_index=fit_idx,
+        val_index=val_idx,
+        seconds=time.perf_counter() - start,
+        info={"steps_per_epoch": steps_per_epoch, "diverged": not math.isfinite(total_loss)},
+    )
+
+
+__all__ = ["FitResult", "fit", "fit_standardizer", "predict_proba", "resolve_device"]
