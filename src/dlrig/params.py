@@ -192,10 +192,8 @@ class FitConfig(Section):
             node = raw
             *parents, leaf = dotted.split(".")
             for key in parents:
-                if not isinstance(node.get(key), dict):
-                    raise UserError(f"{dotted}: not a key of the training config (model/optim/schedule/train)")
-                node = node[key]
-            if leaf not in node:
+                node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or leaf not in node:
                 raise UserError(f"{dotted}: not a key of the training config (model/optim/schedule/train)")
             node[leaf] = value
         try:

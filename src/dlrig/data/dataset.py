@@ -47,7 +47,7 @@ class Dataset:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.y, minlength=self.n_classes)
-        return {name: int(c) for name, c in zip(self.classes, counts)}
+        return {name: int(c) for name, c in zip(self.classes, counts[: self.n_classes], strict=True)}
 
     def meta(self) -> dict[str, Any]:
         return {

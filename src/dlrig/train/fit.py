@@ -44,7 +44,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         from dlrig.errors import UserError
 
-        raise UserError("params.yaml: compute.device is 'cuda' but no CUDA device is available (use cpu or auto)")
+        raise UserError(
+            "params.yaml: compute.device is 'cuda' but no CUDA device is available (use cpu or auto)"
+        )
     return torch.device(name)
 
 

@@ -1,0 +1,224 @@
+"""Report figures from saved results: learning curves, confusion matrix, per-class recall.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot: no
+global backend switch (importing dlrig in a notebook leaves its backend alone), no figure registry to
+leak into, nothing to close. Each figure is drawn under matplotlib's default style plus the few settings
+below, so a user's matplotlibrc cannot change the output, and saved without the "Software" metadata
+entry, so the same inputs give byte-identical PNGs (the report embeds them, and must be stable too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.style
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from dlrig.io import atomic_path
+
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#d62728"
+BEST_COLOR = "#555555"
+BAR_COLOR = "#4c72b0"
+
+_STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e3e3e3",
+    "grid.linewidth": 0.8,
+    "legend.frameon": False,
+    "savefig.facecolor": "white",
+}
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    with matplotlib.style.context("default"), rc_context(_STYLE):
+        yield
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int) -> Path:
+    """Render ``fig`` to ``path`` atomically; no metadata that varies between runs."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    return path
+
+
+# ---------------------------------------------------------------------------------- learning curves
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pairs = [
+        (int(r["epoch"]), float(r[key]))
+        for r in rows
+        if r.get(key) is not None and math.isfinite(float(r[key]))
+    ]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def learning_curves(history: Mapping[str, Any], path: str | Path, dpi: int) -> Path:
+    """Loss, accuracy and learning rate per epoch; train vs validation, the best epoch marked.
+
+    ``history`` is the content of ``reports/train/history.json`` (``val_*`` may be absent when early
+    stopping is off).
+    """
+    rows = list(history.get("history") or [])
+    best = history.get("best_epoch")
+    marker = {"marker": "o", "markersize": 3} if len(rows) <= 40 else {}
+    with _style():
+        fig = _new_figure(12, 3.6)
+        axes = fig.subplots(1, 3)
+        panels = [
+            (axes[0], "Loss", "loss"),
+            (axes[1], "Accuracy", "accuracy"),
+        ]
+        for ax, title, name in panels:
+            ax.set_title(title)
+            for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+                x, y = _series(rows, f"{split}_{name}")
+                if x:
+                    label = "train" if split == "train" else "validation"
+                    ax.plot(x, y, color=color, label=label, linewidth=1.6, **marker)
+                    if best is not None and best in x:
+                        ax.plot(
+                            best,
+                            y[x.index(best)],
+                            marker="*",
+                            markersize=13,
+                            color=color,
+                            markeredgecolor="black",
+                            markeredgewidth=0.6,
+                            zorder=5,
+                            linestyle="none",
+                        )
+            if name == "accuracy":
+                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax_lr = axes[2]
+        ax_lr.set_title("Learning rate")
+        x, y = _series(rows, "lr")
+        if x:
+            ax_lr.plot(x, y, color="#2ca02c", linewidth=1.6, **marker)
+            ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+            ax_lr.set_ylim(bottom=0)
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if best is not None and rows:
+                ax.axvline(best, color=BEST_COLOR, linestyle="--", linewidth=1, label=f"best epoch ({best})")
+            if not rows:
+                ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
+        # One legend for all panels, above them, so it never hides a curve.
+        handles = {}
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, handle)
+        if handles:
+            fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=len(handles))
+        return save_png(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------------- confusion matrix
+def confusion_matrix_figure(
+    cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], path: str | Path, dpi: int
+) -> Path:
+    """Counts in the cells, coloured by share of the true class (row-normalised).
+
+    Rows are true classes, columns predicted classes.
+    """
+    counts = np.asarray(cm, dtype=np.int64)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion matrix must be {k}x{k} for {k} classes (got {list(counts.shape)})")
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros(counts.shape, float), where=totals > 0)
+    names = [str(c) for c in classes]
+    long_names = max((len(n) for n in names), default=0) > 4
+    side = min(max(4.2, 0.5 * k + 2.2), 14)
+    with _style(), rc_context({"axes.grid": False}):
+        fig = _new_figure(side + 1.0, side)
+        ax = fig.subplots()
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        colorbar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
+        colorbar.set_label("share of the true class")
+        if k <= 30:
+            fontsize = 10 if k <= 10 else (8 if k <= 20 else 6)
+            for i in range(k):
+                for j in range(k):
+                    color = "white" if share[i, j] > 0.55 else ("black" if counts[i, j] else "#9a9a9a")
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=fontsize)
+        ax.set_xticks(
+            range(k), names, rotation=45 if long_names else 0, ha="right" if long_names else "center"
+        )
+        ax.set_yticks(range(k), names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"Confusion matrix (n = {int(counts.sum())})")
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        return save_png(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------------- per-class recall
+def per_class_recall_figure(
+    recall: Mapping[str, float | None], path: str | Path, dpi: int, *, balanced_accuracy: float | None = None
+) -> Path:
+    """One bar per class; a line at balanced accuracy (the mean recall over classes that occur).
+
+    A class with recall ``None`` (absent from the test set) gets no bar and an "n/a" label.
+    ``balanced_accuracy`` defaults to the mean of the recalls given.
+    """
+    names = [str(c) for c in recall]
+    values = [None if v is None else float(v) for v in recall.values()]
+    known = [v for v in values if v is not None]
+    if balanced_accuracy is None and known:
+        balanced_accuracy = float(np.mean(known))
+    k = len(names)
+    long_names = max((len(n) for n in names), default=0) > 4
+    with _style():
+        fig = _new_figure(min(max(5.5, 0.45 * k + 2.5), 16), 4.0)
+        ax = fig.subplots()
+        x = np.arange(k)
+        heights = [0.0 if v is None else v for v in values]
+        ax.bar(x, heights, color=BAR_COLOR, width=0.7, zorder=2)
+        # Values go in the tick labels, where neither the bars nor the balanced-accuracy line can hide them.
+        shown = ["n/a" if v is None else f"{v:.0%}" for v in values]
+        form = "{} ({})" if long_names else "{}\n{}"
+        ticks = [form.format(n, v) for n, v in zip(names, shown, strict=True)] if k <= 30 else names
+        title = "Recall per class"
+        if balanced_accuracy is not None:
+            # Named in the title rather than a legend, which would sit on top of some bar.
+            ax.axhline(balanced_accuracy, color=VAL_COLOR, linestyle="--", linewidth=1.2, zorder=3)
+            title += f"\n(dashed line: balanced accuracy {balanced_accuracy:.1%})"
+        ax.set_xticks(
+            x,
+            ticks,
+            rotation=45 if long_names else 0,
+            ha="right" if long_names else "center",
+            fontsize=8 if k > 12 else None,
+        )
+        ax.set_ylim(0, 1.05)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.grid(axis="x", visible=False)
+        ax.set_xlabel("class and its recall")
+        ax.set_ylabel("recall (test)")
+        ax.set_title(title)
+        return save_png(fig, path, dpi)

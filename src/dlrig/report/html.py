@@ -1,0 +1,448 @@
+"""The human report: one self-contained HTML page built from the files earlier stages saved.
+
+Nothing is re-trained or re-scored here. The page embeds its figures as base64 PNGs and its CSS inline,
+loads nothing from anywhere and needs no JavaScript, so it can be mailed, archived or opened offline.
+It carries no timestamp and no absolute path: the same inputs give a byte-identical page, so git and
+``dvc`` see a change only when a result changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import dlrig
+from dlrig.errors import UserError
+from dlrig.io import load_json, save_text
+from dlrig.params import ReportParams, read_yaml
+from dlrig.report.figures import confusion_matrix_figure, learning_curves, per_class_recall_figure
+
+# input file (relative to reports_dir) -> the stage that writes it
+INPUTS = {
+    "validation": ("validation.json", "validate"),
+    "split": ("split.json", "split"),
+    "history": ("train/history.json", "train"),
+    "metrics": ("metrics.json", "evaluate"),
+}
+FIGURES = {
+    "curves": "learning_curves.png",
+    "recall": "per_class_recall.png",
+    "confusion": "confusion_matrix.png",
+}
+HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "n")
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def _load_input(reports_dir: Path, name: str) -> dict[str, Any]:
+    rel, stage = INPUTS[name]
+    path = reports_dir / rel
+    if not path.is_file():
+        raise UserError(
+            f"{path}: file not found; it is written by the {stage} stage (run `dvc repro {stage}` first)"
+        )
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: expected a JSON object (written by the {stage} stage), got {type(data).__name__}"
+        )
+    return data
+
+
+def load_inputs(reports_dir: str | Path, params_path: str | Path) -> dict[str, Any]:
+    """Read and check every file the report needs; a missing one names the stage that writes it."""
+    reports_dir = Path(reports_dir)
+    inputs = {name: _load_input(reports_dir, name) for name in INPUTS}
+    metrics_path = reports_dir / INPUTS["metrics"][0]
+    test = inputs["metrics"].get("test")
+    if not isinstance(test, dict):
+        raise UserError(f"{metrics_path}: missing the 'test' section (written by the evaluate stage)")
+    missing = [k for k in (*HEADLINE_KEYS, "per_class_recall", "confusion_matrix") if k not in test]
+    if missing:
+        raise UserError(f"{metrics_path}: test section lacks {missing} (re-run the evaluate stage)")
+    history = inputs["history"].get("history")
+    if not isinstance(history, list):
+        raise UserError(f"{reports_dir / INPUTS['history'][0]}: missing the 'history' list (re-run train)")
+    classes = _classes(test)
+    cm = test["confusion_matrix"]
+    if not (
+        isinstance(cm, list)
+        and len(cm) == len(classes)
+        and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
+    ):
+        raise UserError(
+            f"{metrics_path}: test.confusion_matrix must be {len(classes)}x{len(classes)} "
+            f"for classes {classes} (re-run the evaluate stage)"
+        )
+    raw_params = read_yaml(params_path)
+    if raw_params is not None and not isinstance(raw_params, dict):
+        raise UserError(f"{params_path}: must be a mapping of sections")
+    inputs["params"] = raw_params or {}
+    return inputs
+
+
+def _classes(test: Mapping[str, Any]) -> list[str]:
+    classes = test.get("classes")
+    return [str(c) for c in classes] if classes else [str(c) for c in test["per_class_recall"]]
+
+
+# ------------------------------------------------------------------------------------- formatting
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2%}"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{float(value):.{digits}f}"
+
+
+def _plain(value: Any, limit: int = 120) -> str:
+    """A short readable rendering of any JSON value (for keys the report does not know)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, int | float):
+        text = _num(value) if isinstance(value, float) else str(value)
+    else:
+        text = json.dumps(value, separators=(", ", ": "), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _badge(ok: bool | None, yes: str = "pass", no: str = "fail") -> str:
+    if ok is None:
+        return '<span class="badge neutral">n/a</span>'
+    return f'<span class="badge pass">{_e(yes)}</span>' if ok else f'<span class="badge fail">{_e(no)}</span>'
+
+
+def _kv_table(rows: Iterable[tuple[str, str]]) -> str:
+    """Two-column table; values are already-escaped HTML."""
+    body = "".join(f'<tr><th scope="row">{_e(k)}</th><td>{v}</td></tr>' for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _figure(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+# ----------------------------------------------------------------------------------------- sections
+def _headline(test: Mapping[str, Any], classes: list[str]) -> str:
+    cards = [
+        ("Accuracy", _pct(test["accuracy"]), "share of test samples classified correctly"),
+        ("Balanced accuracy", _pct(test["balanced_accuracy"]), "mean recall over classes"),
+        ("Macro-F1", _num(test["macro_f1"]), "unweighted mean F1 over classes"),
+        ("Log loss", _num(test["log_loss"]), "mean negative log-probability of the true class"),
+        ("Test samples", _num(int(test["n"])), f"{len(classes)} classes"),
+    ]
+    body = "".join(
+        f'<div class="card"><div class="label">{_e(label)}</div>'
+        f'<div class="value">{_e(value)}</div><div class="hint">{_e(hint)}</div></div>'
+        for label, value, hint in cards
+    )
+    title = "<h2>Headline (held-out test set)</h2>"
+    return f'<section id="headline">{title}<div class="cards">{body}</div></section>'
+
+
+def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
+    rows = history.get("history") or []
+    best = history.get("best_epoch")
+    best_row = next((r for r in rows if r.get("epoch") == best), None)
+    has_val = any(r.get("val_loss") is not None for r in rows)
+    seconds = history.get("seconds")
+    facts = [
+        ("Epochs run", _e(_num(len(rows)))),
+        ("Best epoch", _e(best if best is not None else "n/a")),
+        ("Stopped early", _e(_num(history.get("stopped_early")))),
+        ("Parameters", _e(_num(history.get("n_parameters")))),
+        ("Training time", _e("n/a" if seconds is None else f"{float(seconds):.1f} s")),
+        ("Samples for gradient steps", _e(_num(history.get("n_fit")))),
+        (
+            "Samples for early stopping",
+            _e(_num(history.get("n_val")) if has_val else "none (early stopping off)"),
+        ),
+    ]
+    if best_row is not None:
+        for key, label in (
+            ("train_loss", "Train loss at best epoch"),
+            ("val_loss", "Validation loss at best epoch"),
+            ("train_accuracy", "Train accuracy at best epoch"),
+            ("val_accuracy", "Validation accuracy at best epoch"),
+        ):
+            if best_row.get(key) is not None:
+                value = _pct(best_row[key]) if "accuracy" in key else _num(best_row[key])
+                facts.append((label, _e(value)))
+    caption = (
+        "Loss and accuracy per epoch on the rows used for gradient steps (train) and on the rows held out "
+        "for early stopping (validation); the dashed line and stars mark the best epoch, whose weights "
+        "were kept. Right: the learning-rate schedule."
+    )
+    if not has_val:
+        caption += " No validation curve: early stopping was off."
+    return (
+        '<section id="training"><h2>How training went</h2>'
+        f"{_kv_table(facts)}{_figure(curves_png, 'Learning curves', _e(caption))}</section>"
+    )
+
+
+def _per_class(test: Mapping[str, Any], classes: list[str], recall_png: bytes, confusion_png: bytes) -> str:
+    recall = test["per_class_recall"]
+    cm = test["confusion_matrix"]
+    rows = []
+    for i, name in enumerate(classes):
+        support = sum(cm[i]) if i < len(cm) else None
+        predicted = sum(row[i] for row in cm if i < len(row)) if cm else None
+        value = recall.get(name)
+        rows.append(
+            f'<tr><td>{_e(name)}</td><td class="num">{_e(_num(support))}</td>'
+            f'<td class="num">{_e(_num(predicted))}</td><td class="num">{_e(_pct(value))}</td></tr>'
+        )
+    table = (
+        '<table><thead><tr><th>Class</th><th class="num">Test samples</th>'
+        '<th class="num">Predicted as this class</th>'
+        f'<th class="num">Recall</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+    return (
+        '<section id="per-class"><h2>Per-class results</h2>'
+        + _figure(
+            recall_png,
+            "Recall per class",
+            "Recall (share of each class's test samples classified correctly); the dashed line is "
+            "balanced accuracy, their mean.",
+        )
+        + _figure(
+            confusion_png,
+            "Confusion matrix",
+            "Rows are the true class, columns the predicted class; cells show counts, colour shows the "
+            "share of the true class.",
+        )
+        + f"<details><summary>Per-class table</summary>{table}</details></section>"
+    )
+
+
+def _validation(validation: Mapping[str, Any]) -> str:
+    """Outcome, one row per expectation (failures highlighted), then every other key the file holds.
+
+    The validate stage writes ``unit`` (what ``offending`` counts) and ``examples`` (a few offenders) per
+    expectation and ``dataset``/``settings`` at the top; any other key is shown as it is, not refused.
+    """
+    expectations = [e for e in validation.get("expectations") or [] if isinstance(e, dict)]
+    success = validation.get("success")
+    n_ok = sum(1 for e in expectations if e.get("success") is True)
+    known = {"name", "description", "success", "offending", "unit"}
+    rows = []
+    for exp in expectations:
+        ok = exp.get("success")
+        extra = "; ".join(f"{k}: {_plain(v)}" for k, v in exp.items() if k not in known and v not in ([], {}))
+        offending, unit = exp.get("offending"), exp.get("unit")
+        if offending is None:
+            shown = ""
+        elif isinstance(offending, int | float) and not isinstance(offending, bool):
+            shown = _num(offending) + (f" {unit}" if unit else "")
+        else:
+            shown = _plain(offending)
+        rows.append(
+            f'<tr class="{"fail" if ok is False else "ok"}"><td><code>{_e(exp.get("name", "?"))}</code></td>'
+            f"<td>{_e(exp.get('description', ''))}</td>"
+            f"<td>{_badge(ok if isinstance(ok, bool) else None)}</td>"
+            f'<td class="num">{_e(shown)}</td>'
+            f'<td class="details">{_e(extra)}</td></tr>'
+        )
+    empty = '<tr><td colspan="5">no expectations recorded</td></tr>'
+    table = (
+        "<table><thead><tr><th>Expectation</th><th>What it checks</th><th>Result</th>"
+        '<th class="num">Offending</th><th>Examples and details</th></tr></thead>'
+        f"<tbody>{''.join(rows) or empty}</tbody></table>"
+    )
+    others = []  # every other top-level key; one level of a mapping is spread into rows
+    for key, value in validation.items():
+        if key in {"success", "expectations"}:
+            continue
+        if isinstance(value, dict) and value:
+            others += [(f"{key}.{sub}", _e(_plain(v))) for sub, v in value.items()]
+        else:
+            others.append((str(key), _e(_plain(value))))
+    details = (
+        f"<details><summary>Data summary and settings</summary>{_kv_table(others)}</details>"
+        if others
+        else ""
+    )
+    outcome = (
+        f'<p class="outcome">{_badge(success if isinstance(success, bool) else None, "passed", "failed")} '
+        f"{_e(n_ok)} of {_e(len(expectations))} expectations met.</p>"
+    )
+    return f'<section id="validation"><h2>Data validation</h2>{outcome}{table}{details}</section>'
+
+
+def _split(split: Mapping[str, Any], classes: list[str]) -> str:
+    dup = split.get("duplicates") or {}
+    test_size = split.get("test_size")
+    facts = [
+        ("Train samples", _e(_num(split.get("n_train")))),
+        ("Test samples", _e(_num(split.get("n_test")))),
+        ("Test fraction (requested)", _e("n/a" if test_size is None else f"{float(test_size):g}")),
+        ("Duplicate policy", f"<code>{_e(dup.get('policy', 'n/a'))}</code>"),
+        ("Duplicates within train", _e(_num(dup.get("within_train")))),
+        ("Duplicates within test", _e(_num(dup.get("within_test")))),
+        ("Duplicates across train and test", _e(_num(dup.get("across")))),
+        ("Samples removed as duplicates", _e(_num(dup.get("removed")))),
+    ]
+    counts = split.get("class_counts") or {}
+    train, test = counts.get("train") or {}, counts.get("test") or {}
+    names = [c for c in classes if c in train or c in test]
+    names += [c for c in (*train, *test) if c not in names]
+    names = list(dict.fromkeys(names))
+    n_train, n_test = sum(train.values()) or 1, sum(test.values()) or 1
+    rows = "".join(
+        f'<tr><td>{_e(c)}</td><td class="num">{_e(_num(train.get(c, 0)))}</td>'
+        f'<td class="num">{_e(f"{train.get(c, 0) / n_train:.1%}")}</td>'
+        f'<td class="num">{_e(_num(test.get(c, 0)))}</td>'
+        f'<td class="num">{_e(f"{test.get(c, 0) / n_test:.1%}")}</td></tr>'
+        for c in names
+    )
+    table = (
+        '<h3>Class counts</h3><table><thead><tr><th>Class</th><th class="num">Train</th>'
+        '<th class="num">Train share</th><th class="num">Test</th><th class="num">Test share</th>'
+        "</tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if names
+        else ""
+    )
+    return f'<section id="split"><h2>Train/test split</h2>{_kv_table(facts)}{table}</section>'
+
+
+def _params(raw: Mapping[str, Any]) -> str:
+    text = yaml.safe_dump(dict(raw), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+    return f'<section id="params"><h2>Parameters used</h2><pre><code>{_e(text)}</code></pre></section>'
+
+
+_CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --border: #d1d9e0; --soft: #f6f8fa;
+        --pass: #1a7f37; --fail: #cf222e; --fail-bg: #ffebe9; --accent: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff; line-height: 1.5;
+       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1040px; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
+header h1 { margin: 0 0 .25rem; font-size: 1.8rem; }
+header p { margin: 0; color: var(--muted); }
+nav { margin: 1rem 0 0; font-size: .92rem; }
+nav a { color: var(--accent); text-decoration: none; margin-right: 1rem; }
+nav a:hover { text-decoration: underline; }
+h2 { font-size: 1.3rem; margin: 2.5rem 0 1rem; padding-bottom: .3rem;
+     border-bottom: 1px solid var(--border); }
+h3 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: .75rem; }
+.card { border: 1px solid var(--border); border-radius: 8px; padding: .8rem 1rem; background: var(--soft); }
+.card .label { color: var(--muted); font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; }
+.card .value { font-size: 1.75rem; font-weight: 600; font-variant-numeric: tabular-nums; }
+.card .hint { color: var(--muted); font-size: .78rem; }
+table { border-collapse: collapse; width: 100%; font-size: .92rem; margin: .5rem 0 1rem; }
+th, td { border: 1px solid var(--border); padding: .35rem .6rem; text-align: left; vertical-align: top; }
+thead th { background: var(--soft); }
+table.kv { width: auto; min-width: 50%; }
+table.kv th { background: var(--soft); font-weight: 500; white-space: nowrap; }
+.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.fail td { background: var(--fail-bg); }
+td.details { color: var(--muted); font-size: .85rem; word-break: break-word; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .88em; }
+.badge { display: inline-block; padding: .05rem .6rem; border-radius: 999px; font-size: .78rem;
+         font-weight: 600; color: #fff; }
+.badge.pass { background: var(--pass); }
+.badge.fail { background: var(--fail); }
+.badge.neutral { background: #6e7781; }
+.outcome { font-size: 1rem; }
+figure { margin: 1.25rem 0; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--border);
+             border-radius: 6px; }
+figcaption { color: var(--muted); font-size: .88rem; margin-top: .4rem; }
+details summary { cursor: pointer; color: var(--accent); margin: .5rem 0; }
+pre { background: var(--soft); border: 1px solid var(--border); border-radius: 6px; padding: 1rem;
+      overflow-x: auto; font-size: .85rem; line-height: 1.4; }
+footer { margin-top: 3rem; color: var(--muted); font-size: .82rem; }
+@media print { nav { display: none; } section { break-inside: avoid-page; } }
+"""
+
+
+def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: str) -> str:
+    """The page as a string, from loaded inputs (see :func:`load_inputs`) and the figures' PNG bytes."""
+    test = inputs["metrics"]["test"]
+    classes = _classes(test)
+    validation_ok = inputs["validation"].get("success")
+    subtitle = (
+        f"{len(classes)} classes · {_num(int(test['n']))} test samples · data validation "
+        f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
+    )
+    nav = "".join(
+        f'<a href="#{anchor}">{_e(label)}</a>'
+        for anchor, label in (
+            ("headline", "Headline"),
+            ("training", "Training"),
+            ("per-class", "Per class"),
+            ("validation", "Validation"),
+            ("split", "Split"),
+            ("params", "Params"),
+        )
+    )
+    sources = ", ".join(rel for rel, _ in INPUTS.values())
+    body = "".join(
+        [
+            _headline(test, classes),
+            _training(inputs["history"], figures["curves"]),
+            _per_class(test, classes, figures["recall"], figures["confusion"]),
+            _validation(inputs["validation"]),
+            _split(inputs["split"], classes),
+            _params(inputs["params"]),
+        ]
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p><nav>{nav}</nav></header>\n"
+        f"{body}\n"
+        f"<footer>Built by dlrig {_e(dlrig.__version__)} from the saved results ({_e(sources)}) and "
+        "params.yaml; nothing was re-trained to make this page.</footer>\n"
+        "</main>\n</body>\n</html>\n"
+    )
+
+
+def build_report(
+    reports_dir: Path, params_path: Path, out_html: Path, figures_dir: Path, cfg: ReportParams
+) -> None:
+    """Write the three figures into ``figures_dir`` and the self-contained page to ``out_html``."""
+    reports_dir, figures_dir = Path(reports_dir), Path(figures_dir)
+    inputs = load_inputs(reports_dir, params_path)
+    test = inputs["metrics"]["test"]
+    classes = _classes(test)
+    paths = {
+        "curves": learning_curves(inputs["history"], figures_dir / FIGURES["curves"], cfg.dpi),
+        "recall": per_class_recall_figure(
+            {c: test["per_class_recall"].get(c) for c in classes},
+            figures_dir / FIGURES["recall"],
+            cfg.dpi,
+            balanced_accuracy=test["balanced_accuracy"],
+        ),
+        "confusion": confusion_matrix_figure(
+            test["confusion_matrix"], classes, figures_dir / FIGURES["confusion"], cfg.dpi
+        ),
+    }
+    figures = {name: path.read_bytes() for name, path in paths.items()}
+    save_text(out_html, render_html(inputs, figures, cfg.title))

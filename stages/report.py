@@ -1,0 +1,28 @@
+"""report: matplotlib figures and a self-contained reports/report.html, from saved results only."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from dlrig.cli import run_stage
+from dlrig.params import load_params
+from dlrig.report.html import build_report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--reports", default="reports")
+    ap.add_argument("--figures", default="reports/figures")
+    ap.add_argument("--out", default="reports/report.html")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    build_report(Path(args.reports), Path(args.params), Path(args.out), Path(args.figures), params.report)
+    print(f"report: open {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
