@@ -32,7 +32,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    per_stage = {s: [timed([sys.executable, f"stages/{s}.py"]) for _ in range(args.repeats)] for s in STAGES}
+    per_stage = {
+        s: [timed([sys.executable, f"stages/{s}.py"]) for _ in range(args.repeats)] for s in STAGES
+    }
     repro = [timed(["dvc", "repro", "-f"]) for _ in range(args.repeats)]
     noop = [timed(["dvc", "repro"]) for _ in range(args.repeats)]
     import_torch = [timed([sys.executable, "-c", "import torch"]) for _ in range(args.repeats)]

@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    ds = load_source(params.data, params.seed)
+    ds = load_source(params.data, params.seed, group_column=params.split.group_column)
     ds.save(args.out, args.meta)
     print(f"prepare: {len(ds.y)} samples of shape {ds.sample_shape}, {ds.n_classes} classes -> {args.out}")
 

@@ -103,6 +103,7 @@ class ValidateParams(Section):
 class SplitParams(Section):
     test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
     duplicates: Literal["remove", "refuse", "keep"] = "remove"
+    group_column: str | None = None  # csv only: rows sharing a value stay on one side of every split
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -175,6 +176,53 @@ class TrainParams(Section):
 class ComputeParams(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     torch_threads: PosInt = 1
+    n_jobs: PosInt = 1
+    cache_dir: str | None = ".cache/dlrig"
+
+
+# --------------------------------------------------------------------------------- cv and search
+class CvParams(Section):
+    depth: Literal[1, 2, 3] = 2
+    outer_folds: Annotated[int, Strict(), Field(ge=2)] = 5
+    inner_folds: Annotated[int, Strict(), Field(ge=2)] = 3
+    middle_folds: Annotated[int, Strict(), Field(ge=2)] = 3
+    candidates: dict[str, dict[str, Any]] | None = None
+
+
+class RangeSpec(Section):
+    """A numeric range: ``count`` points, evenly spaced (in log space when ``log``)."""
+
+    low: float
+    high: float
+    log: Bool = False
+    base: Annotated[float, Field(gt=1)] = 10.0
+    count: Annotated[int, Strict(), Field(ge=2)] = 4
+    refine: Annotated[int, Strict(), Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if self.low >= self.high:
+            raise ValueError(f"low must be < high (got {self.low} >= {self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low must be > 0 with log: true (got {self.low})")
+        return self
+
+
+class SearchParams(Section):
+    strategy: Literal["grid", "random", "bayes", "coordinate"] = "grid"
+    n_trials: PosInt = 8
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1", "neg_log_loss"] = "accuracy"
+    stop_when: float | None = None
+    pruning: Literal["none", "median", "halving"] = "none"
+    prune_after: PosInt = 5
+    space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _nonempty_lists(self) -> SearchParams:
+        for key, spec in self.space.items():
+            if isinstance(spec, list) and not spec:
+                raise ValueError(f"space.{key} must list at least one value")
+        return self
 
 
 class FitConfig(Section):
@@ -218,12 +266,34 @@ class Params(Section):
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     train: TrainParams = Field(default_factory=TrainParams)
     compute: ComputeParams = Field(default_factory=ComputeParams)
+    cv: CvParams = Field(default_factory=CvParams)
+    search: SearchParams = Field(default_factory=SearchParams)
     report: ReportParams = Field(default_factory=ReportParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def fit_config(self) -> FitConfig:
         return FitConfig(model=self.model, optim=self.optim, schedule=self.schedule, train=self.train)
+
+    @model_validator(mode="after")
+    def _search_keys_exist(self) -> Params:
+        """Every searched key and candidate override must be a real training key with valid values."""
+        base = self.fit_config()
+        for key, spec in self.search.space.items():
+            values = spec if isinstance(spec, list) else [spec.low, spec.high]
+            for value in values:
+                try:
+                    base.with_overrides({key: value})
+                except UserError as exc:
+                    raise ValueError(f"search.space.{key}: {str(exc).split(': ', 1)[-1]}") from None
+        for name, overrides in (self.cv.candidates or {}).items():
+            try:
+                base.with_overrides({k: v for k, v in overrides.items() if k != "search.strategy"})
+            except UserError as exc:
+                raise ValueError(f"cv.candidates.{name}: {exc}") from None
+        if self.cv.depth == 3 and not self.cv.candidates:
+            raise ValueError("cv.depth 3 needs cv.candidates (the families the middle loop chooses between)")
+        return self
 
 
 # -------------------------------------------------------------------------------- loading and errors
@@ -262,12 +332,28 @@ def _describe(err: dict[str, Any]) -> str:
 
 def format_validation_error(exc: ValidationError, source: str = "params.yaml") -> str:
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
-        # Unions (e.g. ``float | None``) report each branch; the None branch adds nothing useful.
-        if loc and loc[-1] in {"float", "int", "bool", "str", "list[int]", "none"}:
+        # Unions (e.g. ``float | None``, ``list | RangeSpec``) report each branch; a branch that says
+        # only "not of this type" adds nothing when another branch says what is wrong.
+        if loc and (loc[-1] in {"float", "int", "bool", "str", "none"} or loc[-1].startswith("list[")):
             loc = loc[:-1]
-        key = ".".join(loc).replace("validate_", "validate") or "(top level)"
+            prefix = tuple(err["loc"][: len(loc)])
+            if err["type"].endswith("_type") and any(
+                e is not err and tuple(e["loc"][: len(loc)]) == prefix for e in errors
+            ):
+                continue
+        key = ".".join(loc).replace("validate_", "validate")
+        if loc[:2] == ["search", "space"] and err["type"] == "model_type":
+            lines.append(
+                f"{source}: {key} must be a list of values or a range {{low, high, log, count}}"
+                f" (got {err.get('input')!r})"
+            )
+            continue
+        if not key:
+            lines.append(f"{source}: {_describe(err)}")
+            continue
         # Cross-field checks speak of the section's own keys: "optim" + "nesterov needs ..." reads
         # as "optim.nesterov needs ...".
         sep = "." if err["type"] == "value_error" and loc else " "

@@ -23,12 +23,22 @@ from dlrig.errors import UserError
 from dlrig.params import DataParams, SyntheticParams
 
 
-def load_source(cfg: DataParams, seed: int) -> Dataset:
-    """Load the data set ``cfg.source`` names (``seed`` is used only by ``synthetic``)."""
+def load_source(cfg: DataParams, seed: int, group_column: str | None = None) -> Dataset:
+    """Load the data set ``cfg.source`` names (``seed`` is used only by ``synthetic``).
+
+    ``group_column`` (``split.group_column``) applies to csv tables only.
+    """
+    if group_column is not None and cfg.source != "csv":
+        raise UserError(f"split.group_column is for csv tables only (data.source is {cfg.source!r})")
     if cfg.source == "digits":
         return load_digits()
     if cfg.source == "csv":
-        return load_csv(cfg.path, label_column=cfg.csv.label_column, delimiter=cfg.csv.delimiter)
+        return load_csv(
+            cfg.path,
+            label_column=cfg.csv.label_column,
+            delimiter=cfg.csv.delimiter,
+            group_column=group_column,
+        )
     if cfg.source == "imagefolder":
         return load_imagefolder(cfg.path, size=cfg.image.size, grayscale=cfg.image.grayscale)
     if cfg.source == "mnist":

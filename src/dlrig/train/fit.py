@@ -23,7 +23,8 @@ from dlrig.models import build_model
 from dlrig.params import FitConfig, TrainParams
 from dlrig.train.optim import build_optimizer, build_scheduler
 
-EpochCallback = Callable[[dict[str, float]], None]
+# Called after every epoch with its record; returning False stops the run (search pruning).
+EpochCallback = Callable[[dict[str, float]], bool | None]
 
 
 @dataclass
@@ -162,7 +163,7 @@ def fit(
     es = tcfg.early_stopping
     monitor = es.monitor if es else "val_loss"
     best_value = -math.inf if monitor == "val_accuracy" else math.inf
-    best_state, best_epoch, bad_epochs, stopped = None, tcfg.epochs, 0, False
+    best_state, best_epoch, bad_epochs, stopped, pruned = None, tcfg.epochs, 0, False, False
     history: list[dict[str, float]] = []
 
     model.train()
@@ -199,8 +200,9 @@ def fit(
         if len(val_idx):
             record["val_loss"], record["val_accuracy"] = _evaluate(model, X_val, y_val, eval_loss)
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+        if on_epoch is not None and on_epoch(record) is False:
+            stopped, pruned = True, True  # the caller (a search pruner) gave up on this run
+            break
         if es is None:
             continue
         value = record[monitor]
@@ -224,7 +226,11 @@ def fit(
         train_index=fit_idx,
         val_index=val_idx,
         seconds=time.perf_counter() - start,
-        info={"steps_per_epoch": steps_per_epoch, "diverged": not math.isfinite(total_loss)},
+        info={
+            "steps_per_epoch": steps_per_epoch,
+            "diverged": not math.isfinite(total_loss),
+            "pruned": pruned,
+        },
     )
 
 

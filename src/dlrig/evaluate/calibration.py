@@ -1,0 +1,118 @@
+"""Calibration: does "90% confident" mean right 90% of the time? ECE, the reliability curve, and
+temperature scaling (Guo, Pleiss, Sun & Weinberger, 2017, "On calibration of modern neural networks").
+
+Everything here uses the *top-label* confidence: the largest class probability and whether its class is
+the true one. Bins are equal-width on ``[0, 1]``; bin ``m`` (1-based) holds confidences in
+``((m - 1)/M, m/M]``, the first bin also holds 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+from dlrig.evaluate.metrics import DECIMALS
+
+# Temperature search range: T in [1/100, 100]. Beyond it the probabilities are one-hot or uniform anyway,
+# and a bounded search cannot run off to infinity on separable data.
+LOG_T_BOUNDS = (-math.log(100.0), math.log(100.0))
+
+
+def _check(proba: Any, y: Any, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y).ravel()
+    if proba.ndim != 2 or proba.shape[0] != y.size or y.size == 0:
+        raise ValueError(f"proba must have shape [n, K], n = len(y) > 0 (got {list(proba.shape)}, {y.size})")
+    if not np.isfinite(proba).all():
+        raise ValueError("proba contains NaN or infinite values")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1 (got {n_bins})")
+    return proba, y
+
+
+def _binned(proba: Any, y: Any, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin: sample count, summed confidence, summed correctness."""
+    proba, y = _check(proba, y, n_bins)
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    return count, np.bincount(bins, conf, n_bins), np.bincount(bins, correct, n_bins)
+
+
+def expected_calibration_error(proba: Any, y: Any, n_bins: int = 15) -> float:
+    """ECE: ``sum_m |B_m|/n * |accuracy(B_m) - confidence(B_m)|`` over equal-width confidence bins.
+
+    0 is perfectly calibrated; an overconfident model (confidence above its accuracy) scores high.
+    ``proba`` is ``[n, K]`` class probabilities, ``y`` the true class indices.
+    """
+    count, conf_sum, right_sum = _binned(proba, y, n_bins)
+    # |sum(acc) - sum(conf)| / n per bin equals |B_m|/n * |acc_m - conf_m|.
+    return float(np.abs(right_sum - conf_sum).sum() / count.sum())
+
+
+def reliability_curve(proba: Any, y: Any, n_bins: int = 15) -> list[dict[str, Any]]:
+    """One row per bin: ``{"bin_low", "bin_high", "confidence", "accuracy", "count"}``, JSON-ready.
+
+    ``confidence`` and ``accuracy`` are the bin means (``None`` for an empty bin, which stays in the list
+    so every run has the same rows). A calibrated model's rows lie on ``accuracy == confidence``.
+    """
+    count, conf_sum, right_sum = _binned(proba, y, n_bins)
+    rows = []
+    for m in range(n_bins):
+        c = int(count[m])
+        rows.append(
+            {
+                "bin_low": round(m / n_bins, DECIMALS),
+                "bin_high": round((m + 1) / n_bins, DECIMALS),
+                "confidence": round(float(conf_sum[m] / c), DECIMALS) if c else None,
+                "accuracy": round(float(right_sum[m] / c), DECIMALS) if c else None,
+                "count": c,
+            }
+        )
+    return rows
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    return float(-log_softmax(logits / temperature, axis=1)[np.arange(y.size), y].mean())
+
+
+def fit_temperature(logits: Any, y: Any) -> float:
+    """The temperature ``T > 0`` that minimises the NLL of ``softmax(logits / T)`` on ``(logits, y)``.
+
+    **The logits must come from training data only** -- e.g. the early-stopping validation part of the
+    training split, or out-of-fold predictions on it -- never from the test set, which is touched only to
+    score. (Logits of the very samples the network was fitted on are confidently right, and give a
+    too-small T.)
+
+    The NLL is convex in ``1/T``, so a bounded Brent search on ``log T`` in ``[log 0.01, log 100]`` finds
+    the optimum deterministically. ``T > 1`` softens an overconfident model; ``T < 1`` sharpens. On
+    perfectly separated data the NLL keeps falling as ``T -> 0`` and the result is (near) the lower bound.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y).ravel()
+    if logits.ndim != 2 or logits.shape[0] != y.size or y.size == 0:
+        shape = list(logits.shape)
+        raise ValueError(f"logits must have shape [n, K], n = len(y) > 0 (got {shape}, {y.size})")
+    if not np.isfinite(logits).all():
+        raise ValueError("logits contain NaN or infinite values")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= logits.shape[1]:
+        raise ValueError(f"y must hold integer class indices in 0..{logits.shape[1] - 1}")
+    res = minimize_scalar(
+        lambda log_t: _nll(logits, y, math.exp(log_t)),
+        bounds=LOG_T_BOUNDS,
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(math.exp(res.x))
+
+
+def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
+    """Calibrated class probabilities ``softmax(logits / T)`` (float64, rows sum to 1)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (got {temperature})")
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)

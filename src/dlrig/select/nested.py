@@ -1,0 +1,205 @@
+"""Nested cross-validation: select hyperparameters on inner folds, score the selection on outer folds.
+
+``cv.depth`` chooses how honest the estimate is:
+
+1. plain CV -- the best config's score on the very folds that chose it (optimistic; labelled so);
+2. nested -- an inner search on each outer-train, the winner refit there and scored on its outer-test;
+3. a middle loop between them chooses among ``cv.candidates`` (model families or search strategies),
+   each candidate judged by its own nested estimate on the outer-train.
+
+The *optimism* (best inner score - outer score) shows whether the nesting mattered on this data. The final
+config is selected the same way on the whole training split. The driver does not know what a model is: a
+``Scorer`` trains and scores (torch models, or a scikit-learn estimator for the oracle test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from dlrig.errors import UserError
+from dlrig.params import CvParams, SearchParams
+from dlrig.select.search import Pruner, SearchResult, Trial, run_search
+from dlrig.select.space import Dimension
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+class Scorer(Protocol):
+    metric: str
+
+    def cv_trials(
+        self, configs: list[dict[str, Any]], folds: Folds, pruner: Pruner | None, seed: int
+    ) -> list[Trial]: ...
+
+    def holdout(
+        self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int
+    ) -> dict[str, float]: ...
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A seed for one job, derived (not drawn) from the params seed and the job's place in the design."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
+def make_folds(y: np.ndarray, groups: np.ndarray | None, rows: np.ndarray, n_splits: int, seed: int) -> Folds:
+    """Stratified (and grouped, when groups are given) folds over ``rows``, as positions into y."""
+    y_rows = y[rows]
+    counts = np.bincount(y_rows)
+    present = counts[counts > 0]
+    if present.min() < n_splits:
+        k = int(np.flatnonzero(counts == present.min())[0])
+        raise UserError(
+            f"cv: class {k} has {present.min()} training samples in a set of {len(rows)}, fewer than the "
+            f"{n_splits} folds asked for; lower cv.outer_folds / cv.inner_folds or collect more data"
+        )
+    if groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(rows)), y_rows, groups[rows])
+    else:
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(rows)), y_rows)
+    return [(rows[a], rows[b]) for a, b in parts]
+
+
+@dataclass
+class Selection:
+    config: dict[str, Any]
+    inner_score: float
+    search: SearchResult | None
+    candidates: dict[str, float] | None = None  # depth 3: each candidate's middle-loop estimate
+    candidate: str | None = None
+
+
+class NestedCV:
+    def __init__(
+        self,
+        scorer: Scorer,
+        y: np.ndarray,
+        groups: np.ndarray | None,
+        dims: list[Dimension],
+        search: SearchParams,
+        cv: CvParams,
+        seed: int,
+        start: dict[str, Any],
+    ) -> None:
+        self.scorer, self.y, self.groups, self.dims = scorer, y, groups, dims
+        self.search, self.cv, self.seed, self.start = search, cv, seed, start
+
+    # ------------------------------------------------------------------ one selection on some rows
+    def _search(
+        self,
+        rows: np.ndarray,
+        fixed: dict[str, Any],
+        strategy: str | None,
+        where: tuple,
+        folds: Folds | None = None,
+    ) -> Selection:
+        # The inner splitter's random_state is the same for every outer fold, as when one GridSearchCV
+        # object is cross-validated (the oracle test relies on it).
+        folds = folds or make_folds(self.y, self.groups, rows, self.cv.inner_folds, self.seed + 1)
+        job_seed = derive_seed(self.seed, *where)
+
+        def evaluate(configs: list[dict[str, Any]], pruner: Pruner | None) -> list[Trial]:
+            trials = self.scorer.cv_trials([{**fixed, **c} for c in configs], folds, pruner, job_seed)
+            for trial, config in zip(trials, configs, strict=True):
+                trial.config = config
+            return trials
+
+        result = run_search(
+            self.dims, self.search, evaluate, seed=job_seed, start=self.start, strategy=strategy
+        )
+        return Selection({**fixed, **result.best.config}, result.best.score, result)
+
+    def _strategy(self, fixed: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        fixed = dict(fixed)
+        return fixed, fixed.pop("search.strategy", None)
+
+    def select(self, rows: np.ndarray, where: tuple) -> Selection:
+        """Choose a config using only ``rows`` (depth 3 adds the candidate choice)."""
+        if self.cv.depth < 3:
+            return self._search(rows, {}, None, where)
+        estimates: dict[str, float] = {}
+        middle = make_folds(self.y, self.groups, rows, self.cv.middle_folds, self.seed + 2)
+        for name, overrides in sorted((self.cv.candidates or {}).items()):
+            fixed, strategy = self._strategy(overrides)
+            scores = []
+            for m, (m_train, m_test) in enumerate(middle):
+                chosen = self._search(m_train, fixed, strategy, (*where, "middle", m, name))
+                seed = derive_seed(self.seed, *where, "middle-refit", m, name)
+                scores.append(self.scorer.holdout(chosen.config, m_train, m_test, seed)[self.scorer.metric])
+            estimates[name] = float(np.mean(scores))
+        best_name = max(sorted(estimates), key=lambda n: estimates[n])
+        fixed, strategy = self._strategy(self.cv.candidates[best_name])
+        chosen = self._search(rows, fixed, strategy, (*where, "chosen", best_name))
+        chosen.candidates, chosen.candidate = estimates, best_name
+        return chosen
+
+    # ------------------------------------------------------------------------------ the estimates
+    def outer_fold(self, k: int, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+        start = time.perf_counter()
+        chosen = self.select(train, ("outer", k))
+        scores = self.scorer.holdout(chosen.config, train, test, derive_seed(self.seed, "outer-refit", k))
+        return self._fold_record(k, train, test, chosen, scores, time.perf_counter() - start)
+
+    def _fold_record(self, k, train, test, chosen: Selection, scores, seconds) -> dict[str, Any]:
+        return {
+            "fold": k,
+            "train_index": train.tolist(),
+            "test_index": test.tolist(),
+            "best_config": chosen.config,
+            "best_inner_score": round(chosen.inner_score, 6),
+            "outer_score": round(scores[self.scorer.metric], 6),
+            "outer_metrics": {m: round(v, 6) for m, v in scores.items()},
+            "candidates": chosen.candidates,
+            "candidate": chosen.candidate,
+            "search": chosen.search.to_json() if chosen.search else None,
+            "seconds": round(seconds, 3),
+        }
+
+    def outer_folds(self, rows: np.ndarray) -> Folds:
+        return make_folds(self.y, self.groups, rows, self.cv.outer_folds, self.seed)
+
+    def plain_cv(self, rows: np.ndarray) -> tuple[list[dict[str, Any]], Selection]:
+        """Depth 1: select and score on the same folds (optimistic), one record per fold."""
+        start = time.perf_counter()
+        folds = self.outer_folds(rows)
+        chosen = self._search(rows, {}, None, ("plain",), folds=folds)
+        best = chosen.search.best
+        records = []
+        for k, (train, test) in enumerate(folds):
+            scores = {m: vs[k] for m, vs in best.metrics.items()} or {self.scorer.metric: best.scores[k]}
+            rec = self._fold_record(
+                k, train, test, chosen, scores, (time.perf_counter() - start) / len(folds)
+            )
+            rec["search"] = None
+            records.append(rec)
+        return records, chosen
+
+
+def summarise(records: list[dict[str, Any]], metric: str, depth: int) -> dict[str, Any]:
+    """Mean ± std, a t interval, and the optimism of selection over the outer folds."""
+    from scipy import stats
+
+    outer = np.array([r["outer_score"] for r in records])
+    inner = np.array([r["best_inner_score"] for r in records])
+    k = len(outer)
+    half = float(stats.t.ppf(0.975, k - 1) * outer.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
+    optimism = inner - outer
+    return {
+        "metric": metric,
+        "depth": depth,
+        "optimistic": depth == 1,
+        "mean": round(float(outer.mean()), 6),
+        "std": round(float(outer.std(ddof=1)) if k > 1 else 0.0, 6),
+        "ci95": [round(float(outer.mean()) - half, 6), round(float(outer.mean()) + half, 6)],
+        "scores": [round(float(s), 6) for s in outer],
+        "optimism": round(float(optimism.mean()), 6) if depth > 1 else None,
+        "optimism_per_fold": [round(float(o), 6) for o in optimism] if depth > 1 else None,
+    }

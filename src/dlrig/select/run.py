@@ -1,0 +1,120 @@
+"""Run the whole selection for the ``train`` stage: nested CV on the training split, then the final choice.
+
+Outer folds (and the final selection on all training rows) are independent jobs: they run in parallel in
+``compute.n_jobs`` processes, one torch thread each. Every trained config is cached on disk
+(``compute.cache_dir``), so a run killed mid-way resumes where it stopped, with identical results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dlrig.data.dataset import Dataset
+from dlrig.params import Params
+from dlrig.select.nested import NestedCV, Selection, summarise
+from dlrig.select.scorers import ResultCache, TorchScorer
+from dlrig.select.space import build_space, describe_space
+
+
+@dataclass
+class SelectionReport:
+    folds: list[dict[str, Any]]
+    summary: dict[str, Any]
+    final: Selection
+    space: dict[str, Any]
+    cache: dict[str, int]
+
+
+def _start_values(params: Params, names: list[str]) -> dict[str, Any]:
+    raw = params.fit_config().model_dump()
+    out = {}
+    for name in names:
+        node: Any = raw
+        for part in name.split("."):
+            node = node[part]
+        out[name] = node
+    return out
+
+
+def _run_task(driver: NestedCV, task: tuple) -> tuple[tuple, Any]:
+    """One outer fold, or the final selection; runs in a worker process (one torch thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cache = driver.scorer.cache
+    before = (cache.hits, cache.misses)
+    if task[0] == "outer":
+        _, k, train, test = task
+        key, value = task[:2], driver.outer_fold(k, train, test)
+    else:
+        key, value = ("final",), driver.select(task[1], ("final",))
+    return key, value, (cache.hits - before[0], cache.misses - before[1])
+
+
+def select_config(params: Params, train: Dataset, *, log=print) -> SelectionReport:
+    """Nested CV (``cv.depth``) with the configured search; returns per-fold records and the final pick."""
+    base = params.fit_config()
+    dims = build_space(params.search.space, base)
+    cache = ResultCache(params.compute.cache_dir)
+    scorer = TorchScorer(
+        train.X,
+        train.y,
+        train.n_classes,
+        base,
+        params.search.metric,
+        device=params.compute.device,
+        cache=cache,
+    )
+    driver = NestedCV(
+        scorer,
+        train.y,
+        train.groups,
+        dims,
+        params.search,
+        params.cv,
+        params.seed,
+        start=_start_values(params, [d.name for d in dims]),
+    )
+    rows = np.arange(len(train.y))
+    start = time.perf_counter()
+    if params.cv.depth == 1:
+        folds, final = driver.plain_cv(rows)
+        hits, misses = cache.hits, cache.misses
+    else:
+        tasks: list[tuple] = [("outer", k, tr, te) for k, (tr, te) in enumerate(driver.outer_folds(rows))]
+        tasks.append(("final", rows))
+        results: dict[tuple, Any] = {}
+        if params.compute.n_jobs > 1:
+            from joblib import Parallel, delayed
+
+            runner = Parallel(n_jobs=params.compute.n_jobs, backend="loky", return_as="generator_unordered")
+            outputs = runner(delayed(_run_task)(driver, t) for t in tasks)
+        else:
+            outputs = (_run_task(driver, t) for t in tasks)
+        hits = misses = 0
+        for key, value, (h, m) in outputs:
+            results[key] = value
+            hits, misses = hits + h, misses + m
+            _log_task(log, key, value, start)
+        folds = [results[("outer", k)] for k in range(len(tasks) - 1)]
+        final = results[("final",)]
+    summary = summarise(folds, params.search.metric, params.cv.depth)
+    return SelectionReport(folds, summary, final, describe_space(dims), {"hits": hits, "misses": misses})
+
+
+def _log_task(log, key: tuple, value: Any, start: float) -> None:
+    elapsed = time.perf_counter() - start
+    if key[0] == "outer":
+        log(
+            f"  outer fold {key[1]}: {value['outer_score']:.4f} (inner best {value['best_inner_score']:.4f}, "
+            f"{value['best_config']}) [{elapsed:.0f}s]"
+        )
+    else:
+        log(
+            f"  final selection on all training rows: {value.config} "
+            f"(inner {value.inner_score:.4f}) [{elapsed:.0f}s]"
+        )

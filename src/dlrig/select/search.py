@@ -1,0 +1,250 @@
+"""Search strategies over a :mod:`dlrig.select.space`: grid (with refinement), quasi-random, Bayesian
+(Optuna) and coordinate descent; a budget, a satisficing stop and pruning of bad trials.
+
+A strategy never trains anything itself. It proposes configs and hands batches of them to ``evaluate``,
+which returns one :class:`Trial` per config (scored on the folds the caller chose). So the same search
+runs on a torch model, a scikit-learn estimator (the oracle test) or a fake.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dlrig.params import SearchParams
+from dlrig.select.space import Dimension, config_key
+
+
+@dataclass
+class Trial:
+    number: int
+    config: dict[str, Any]
+    scores: list[float]  # the selection metric on each fold (empty when pruned)
+    n_val: list[int]
+    pruned: bool = False
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float | None:
+        return None if self.pruned or not self.scores else float(np.mean(self.scores))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trial": self.number,
+            "config": self.config,
+            "score": None if self.score is None else round(self.score, 6),
+            "scores": [round(s, 6) for s in self.scores],
+            "n_val": self.n_val,
+            "pruned": self.pruned,
+            "metrics": {k: [round(v, 6) for v in vs] for k, vs in self.metrics.items()},
+            **self.info,
+        }
+
+
+# evaluate(configs, pruner) -> one Trial per config (numbers assigned by the search)
+Evaluate = Callable[[list[dict[str, Any]], "Pruner | None"], list[Trial]]
+
+
+class Pruner:
+    """Decides, epoch by epoch, whether a running trial is hopeless compared with the finished ones.
+
+    ``median``: stop when the trial's validation score at epoch e is below the median of the finished
+    trials at e (Optuna's MedianPruner rule). ``halving``: at rungs e = prune_after * 2^k keep only the top
+    half of the trials that reached the rung (successive halving, asynchronous form). Scores come from
+    the early-stopping split inside each training fold, never from the fold's validation rows.
+    """
+
+    def __init__(self, kind: str, after: int) -> None:
+        self.kind, self.after = kind, after
+        self.curves: list[dict[int, float]] = []  # per finished (fold-)run: epoch -> score
+
+    def should_stop(self, epoch: int, score: float) -> bool:
+        if epoch < self.after or len(self.curves) < 2:
+            return False
+        seen = [c[epoch] for c in self.curves if epoch in c]
+        if len(seen) < 2:
+            return False
+        if self.kind == "median":
+            return score < float(np.median(seen))
+        rung = self.after
+        while rung < epoch:
+            rung *= 2
+        if rung != epoch:
+            return False
+        return score < float(np.quantile(seen, 0.5))
+
+    def record(self, curve: dict[int, float]) -> None:
+        self.curves.append(curve)
+
+
+@dataclass
+class SearchResult:
+    trials: list[Trial]
+    best: Trial
+    stopped_early: bool  # satisficing stop reached
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trials": [t.to_json() for t in self.trials],
+            "best_trial": self.best.number,
+            "best_config": self.best.config,
+            "best_score": round(self.best.score, 6),
+            "stopped_by_target": self.stopped_early,
+        }
+
+
+class _Runner:
+    """Keeps the trials, reuses configs already evaluated, enforces budget and the satisficing stop."""
+
+    def __init__(self, evaluate: Evaluate, params: SearchParams) -> None:
+        self.evaluate, self.params = evaluate, params
+        self.trials: list[Trial] = []
+        self.seen: dict[tuple, Trial] = {}
+        self.pruner = Pruner(params.pruning, params.prune_after) if params.pruning != "none" else None
+        self.done = False
+
+    def run(self, configs: list[dict[str, Any]]) -> list[Trial]:
+        """Evaluate the configs not seen before (one by one when a stop rule needs the order)."""
+        fresh = [c for c in dict.fromkeys(map(config_key, configs)) if c not in self.seen]
+        sequential = self.params.stop_when is not None or self.pruner is not None
+        batches = [[c] for c in fresh] if sequential else [fresh] if fresh else []
+        for batch in batches:
+            if self.done:
+                break
+            for key, trial in zip(batch, self.evaluate([dict(k) for k in batch], self.pruner), strict=True):
+                trial.number = len(self.trials)
+                self.trials.append(trial)
+                self.seen[key] = trial
+                target = self.params.stop_when
+                if target is not None and trial.score is not None and trial.score >= target:
+                    self.done = True
+        return [self.seen[config_key(c)] for c in configs if config_key(c) in self.seen]
+
+    def best(self) -> Trial:
+        complete = [t for t in self.trials if t.score is not None]
+        if not complete:
+            raise RuntimeError("every trial was pruned or failed; loosen search.pruning")
+        if self.params.stop_when is not None:
+            hits = [t for t in complete if t.score >= self.params.stop_when]
+            if hits:
+                return hits[0]  # satisficing: the first config that is good enough
+        return max(complete, key=lambda t: (t.score, -t.number))  # ties: the earliest
+
+
+def _grid(dims: list[Dimension], values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    names = [d.name for d in dims]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values[n] for n in names))]
+
+
+def grid_search(dims: list[Dimension], runner: _Runner) -> None:
+    values = {d.name: d.grid() for d in dims}
+    runner.run(_grid(dims, values))
+    for _ in range(max((d.refine for d in dims), default=0)):
+        if runner.done:
+            return
+        best = runner.best().config
+        refined = {
+            d.name: d.refine_around(best[d.name], max(len(d.grid()) - 2, 1))
+            if d.refine and d.numeric and d.low is not None
+            else [best[d.name]]
+            for d in dims
+        }
+        for d in dims:
+            d_values = refined[d.name]
+            if d.refine:
+                object.__setattr__(d, "values", tuple(sorted(set(d.grid()) | set(d_values))))
+        runner.run(_grid(dims, refined))
+
+
+def random_search(dims: list[Dimension], runner: _Runner, n_trials: int, seed: int) -> None:
+    """Scrambled Sobol points: quasi-random covers the space more evenly than i.i.d. draws."""
+    from scipy.stats import qmc
+
+    sampler = qmc.Sobol(d=len(dims), scramble=True, seed=seed)
+    points = sampler.random(2 ** math.ceil(math.log2(max(n_trials, 2))))[:n_trials]
+    runner.run([{d.name: d.sample_unit(u) for d, u in zip(dims, row, strict=True)} for row in points])
+
+
+def coordinate_search(dims: list[Dimension], runner: _Runner, start: dict[str, Any], n_trials: int) -> None:
+    """One hyperparameter at a time, the others held at the best so far (assumes they don't interact)."""
+    current = {
+        d.name: start[d.name] if start[d.name] in d.grid() else d.grid()[len(d.grid()) // 2] for d in dims
+    }
+    for d in dims:
+        if runner.done or len(runner.trials) >= n_trials:
+            break
+        room = n_trials - len(runner.trials)
+        candidates = [{**current, d.name: v} for v in d.grid()]
+        fresh = [c for c in candidates if config_key(c) not in runner.seen][:room]
+        runner.run([c for c in candidates if config_key(c) in runner.seen] + fresh)
+        scored = [runner.seen[config_key(c)] for c in candidates if config_key(c) in runner.seen]
+        scored = [t for t in scored if t.score is not None]
+        if scored:
+            current = dict(max(scored, key=lambda t: (t.score, -t.number)).config)
+
+
+def bayes_search(dims: list[Dimension], runner: _Runner, n_trials: int, seed: int) -> str:
+    """Optuna: the GP sampler when every dimension is a numeric range, TPE otherwise."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    for d in dims:
+        if d.low is not None and d.kind == "int":
+            dists[d.name] = optuna.distributions.IntDistribution(int(d.low), int(d.high), log=d.log)
+        elif d.low is not None:
+            dists[d.name] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+        else:
+            dists[d.name] = optuna.distributions.CategoricalDistribution(d.grid())
+    all_ranges = all(d.low is not None for d in dims)
+    if all_ranges:
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=min(5, max(n_trials // 2, 1))
+        )
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, n_trials))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    while len(runner.trials) < n_trials and not runner.done:
+        ot = study.ask(dists)
+        config = {d.name: d.cast(ot.params[d.name]) if d.low is not None else ot.params[d.name] for d in dims}
+        trial = runner.run([config])[0]  # a point proposed again reuses its first evaluation
+        if trial.score is None:
+            study.tell(ot, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(ot, trial.score)
+        if len(study.trials) >= 4 * n_trials:  # the sampler keeps proposing seen points: stop
+            break
+    return "gp" if all_ranges else "tpe"
+
+
+def run_search(
+    dims: list[Dimension],
+    params: SearchParams,
+    evaluate: Evaluate,
+    *,
+    seed: int,
+    start: dict[str, Any],
+    strategy: str | None = None,
+) -> SearchResult:
+    """Run the configured strategy (or ``strategy``) and return every trial and the best one."""
+    runner = _Runner(evaluate, params)
+    strategy = strategy or params.strategy
+    if not dims:
+        runner.run([{}])
+    elif strategy == "grid":
+        grid_search([Dimension(**d.__dict__) for d in dims], runner)
+    elif strategy == "random":
+        random_search(dims, runner, params.n_trials, seed)
+    elif strategy == "coordinate":
+        coordinate_search(dims, runner, start, params.n_trials)
+    elif strategy == "bayes":
+        bayes_search(dims, runner, params.n_trials, seed)
+    else:  # pragma: no cover - params refuse it
+        raise ValueError(f"unknown strategy {strategy!r}")
+    return SearchResult(runner.trials, runner.best(), runner.done)
