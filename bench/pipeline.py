@@ -50,7 +50,8 @@ def main() -> None:
     out = ROOT / "bench/results/pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
         "repeats": args.repeats,
         "seconds": {k: {"median": statistics.median(v), "min": min(v)} for k, v in rows.items()},
         "test_accuracy": metrics["accuracy"],

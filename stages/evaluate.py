@@ -1,17 +1,23 @@
-"""evaluate: score the trained model on the held-out test split (touched here only, to score)."""
+"""evaluate: score the trained model on the held-out test split (touched here only, to score).
+
+Writes test metrics with bootstrap intervals, the nested-CV estimate with its interval, and calibration
+(ECE before/after temperature scaling fitted on the training split's early-stopping rows).
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
-from dlrig.evaluate.metrics import classification_metrics, write_plot_data
-from dlrig.io import save_json
+from dlrig.evaluate.holdout import calibration, holdout_metrics
+from dlrig.evaluate.metrics import write_plot_data
+from dlrig.io import load_json, save_json
 from dlrig.params import load_params
 from dlrig.train import predict_proba
 from dlrig.train.checkpoint import load_model
@@ -20,9 +26,11 @@ from dlrig.train.checkpoint import load_model
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--train", default="data/processed/train_labels.npz")
     ap.add_argument("--test", default="data/processed/test.npz")
     ap.add_argument("--meta", default="data/raw/meta.json")
     ap.add_argument("--model", default="models/model.pt")
+    ap.add_argument("--cv", default="reports/cv/summary.json")
     ap.add_argument("--metrics", default="reports/metrics.json")
     ap.add_argument("--plots", default="reports/plots")
     args = ap.parse_args(argv)
@@ -36,13 +44,35 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{args.model}: trained on samples {ckpt['sample_shape']} with classes {ckpt['classes']}, "
             f"but {args.test} has {test.sample_shape} and {test.classes}; rerun train"
         )
+    cv = load_json(args.cv)
     proba = predict_proba(model, test.X)
-    metrics = classification_metrics(test.y, proba, test.classes)
-    save_json(args.metrics, {"test": metrics})
+    metrics = holdout_metrics(test.y, proba, test.classes, seed=params.seed)
+
+    val_index = np.asarray(ckpt["extra"].get("val_index", []), dtype=np.int64)
+    y_fit = proba_fit = None
+    if len(val_index):
+        train = Dataset.load(args.train, args.meta)
+        y_fit, proba_fit = train.y[val_index], predict_proba(model, train.X[val_index])
+    calib, curves = calibration(test.y, proba, y_fit, proba_fit)
+
+    save_json(args.metrics, {
+        "test": metrics,
+        "cv": {"metric": cv["metric"], "depth": cv["depth"], "optimistic": cv["optimistic"],
+               "mean": cv["mean"], "std": cv["std"],
+               "ci95": {"low": cv["ci95"][0], "high": cv["ci95"][1]}, "optimism": cv["optimism"]},
+        "calibration": calib,
+    })
     write_plot_data(args.plots, test.y, proba, test.classes)
+    for name, rows in curves.items():  # before / after temperature scaling, non-empty bins
+        save_json(f"{args.plots}/reliability_{name}.json", [r for r in rows if r["count"]])
+    ci = metrics["ci95"]["accuracy"]
+    scaled = ""
+    if "temperature" in calib:
+        scaled = f" -> {calib['ece_scaled']:.4f} at T={calib['temperature']:.2f}"
     print(
-        f"evaluate: test accuracy {metrics['accuracy']:.4f}, balanced {metrics['balanced_accuracy']:.4f}, "
-        f"macro-F1 {metrics['macro_f1']:.4f} on {metrics['n']} samples -> {args.metrics}"
+        f"evaluate: test accuracy {metrics['accuracy']:.4f} (95% CI {ci['low']:.3f}-{ci['high']:.3f}), "
+        f"balanced {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on {metrics['n']} "
+        f"samples; CV {cv['mean']:.4f} ± {cv['std']:.4f}; ECE {calib['ece']:.4f}{scaled} -> {args.metrics}"
     )
 
 

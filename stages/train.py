@@ -27,7 +27,7 @@ from dlrig.train.checkpoint import save_model
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--train", default="data/processed/train.npz")
+    ap.add_argument("--train", default="data/processed/train_labels.npz")
     ap.add_argument("--meta", default="data/raw/meta.json")
     ap.add_argument("--model", default="models/model.pt")
     ap.add_argument("--logdir", default="reports/train")
@@ -80,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.model, result.model, config,
         sample_shape=train.sample_shape, classes=train.classes, seed=params.seed,
         extra={"best_epoch": result.best_epoch, "n_fit": len(result.train_index),
-               "selected": selection.final.config},
+               "selected": selection.final.config,
+               # Training rows held out for early stopping: evaluate fits its temperature on them.
+               "val_index": result.val_index.tolist()},
     )
     save_json(f"{args.logdir}/history.json", {
         "history": result.history,

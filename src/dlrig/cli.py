@@ -31,12 +31,93 @@ def _check_params(args: argparse.Namespace) -> None:
     print(f"{args.params}: ok")
 
 
+def _check_regression(args: argparse.Namespace) -> None:
+    from dlrig.evaluate.regression import (
+        baseline_from_git,
+        check_regression,
+        load_thresholds,
+        read_metrics_files,
+    )
+
+    thresholds = load_thresholds(args.thresholds)
+    current = read_metrics_files(thresholds.files)
+    baseline = baseline_from_git(thresholds.files, rev=args.rev, missing_ok=True)
+    result = check_regression(current, baseline, thresholds)
+    print(result.markdown())
+    if args.out:
+        from dlrig.io import save_text
+
+        save_text(args.out, result.markdown())
+    if not result.ok:
+        sys.exit(1)
+
+
+def _read_rev(path: str, rev: str) -> object:
+    """A results file as committed at a git revision or DVC experiment name ('workspace' = on disk)."""
+    import json
+
+    from dlrig.io import load_json
+
+    if rev == "workspace":
+        return load_json(path)
+    try:
+        import dvc.api
+
+        return json.loads(dvc.api.read(path, rev=rev))
+    except Exception as exc:  # dvc raises many types for an unknown revision or path
+        raise UserError(f"{path} at {rev!r}: cannot be read ({type(exc).__name__}: {exc}); "
+                        "name a git revision, a DVC experiment (dvc exp show) or 'workspace'") from None
+
+
+def _compare(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from dlrig.evaluate.compare import compare_fold_scores
+
+    runs = {rev: _read_rev(args.folds, rev) for rev in (args.a, args.b)}
+    folds_a, folds_b = runs[args.a], runs[args.b]
+    same = [f["test_index"] for f in folds_a] == [f["test_index"] for f in folds_b]
+    if not same:
+        raise UserError(f"{args.a} and {args.b} were cross-validated on different outer folds (other seed, "
+                        "data or cv params): a paired comparison needs the same folds")
+    metric = args.metric
+    try:
+        a = [f["outer_metrics"][metric] for f in folds_a]
+        b = [f["outer_metrics"][metric] for f in folds_b]
+    except KeyError:
+        raise UserError(f"--metric {metric}: not in the fold records (have "
+                        f"{sorted(folds_a[0]['outer_metrics'])})") from None
+    n_train = float(np.mean([len(f["train_index"]) for f in folds_a]))
+    n_test = float(np.mean([len(f["test_index"]) for f in folds_a]))
+    result = compare_fold_scores(a, b, n_train, n_test, labels=(args.a, args.b), rope=args.rope)
+    print(f"{metric} on {len(a)} shared outer folds: {args.a} {np.mean(a):.4f}, {args.b} {np.mean(b):.4f}")
+    for key, title in (("corrected_t", "corrected resampled t-test"), ("bayes", "Bayesian correlated t-test"),
+                       ("naive_t", "naive paired t-test (anti-conservative; for contrast)")):
+        print(f"- {title}: {result[key]['verdict']}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dlrig", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check-params", help="validate params.yaml and exit")
     check.add_argument("params", nargs="?", default="params.yaml")
     check.set_defaults(func=_check_params)
+
+    reg = sub.add_parser("check-regression",
+                         help="compare metrics with the committed ones; exit 1 on a regression")
+    reg.add_argument("--thresholds", default="thresholds.yaml")
+    reg.add_argument("--rev", default="HEAD", help="the git revision holding the baseline metrics")
+    reg.add_argument("--out", default=None, help="also write the Markdown table here")
+    reg.set_defaults(func=_check_regression)
+
+    cmp_ = sub.add_parser("compare", help="is experiment A better than B? paired tests on their outer folds")
+    cmp_.add_argument("a", help="git revision, DVC experiment name, or 'workspace'")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--metric", default="accuracy")
+    cmp_.add_argument("--rope", type=float, default=0.01)
+    cmp_.add_argument("--folds", default="reports/cv/folds.json")
+    cmp_.set_defaults(func=_compare)
+
     args = parser.parse_args(argv)
     run_stage(lambda _argv: args.func(args))
 

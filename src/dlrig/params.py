@@ -52,6 +52,31 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# ------------------------------------------------------------------------------------------- labels
+class NoiseParams(Section):
+    kind: Literal["none", "symmetric", "pairflip", "asymmetric"] = "none"
+    rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    mapping: dict[int, int] | None = None  # asymmetric: class -> class it is mistaken for
+
+
+class ImbalanceParams(Section):
+    profile: Literal["none", "step", "linear", "exponential"] = "none"
+    ratio: Annotated[float, Field(ge=1)] = 1.0
+    minority: list[Int] | None = None
+
+
+class DetectParams(Section):
+    enabled: Bool = True
+    n_splits: Annotated[int, Strict(), Field(ge=2)] = 3
+    ambiguity_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+
+class LabelsParams(Section):
+    noise: NoiseParams = Field(default_factory=NoiseParams)
+    imbalance: ImbalanceParams = Field(default_factory=ImbalanceParams)
+    detect: DetectParams = Field(default_factory=DetectParams)
+
+
 # --------------------------------------------------------------------------------------------- data
 class CsvParams(Section):
     label_column: str = "label"
@@ -164,6 +189,15 @@ class EarlyStoppingParams(Section):
     min_delta: Annotated[float, Field(ge=0)] = 0.0
 
 
+class LossParams(Section):
+    name: Literal["ce", "gce", "sce", "focal", "logit_adjusted"] = "ce"
+    gce_q: Annotated[float, Field(gt=0, le=1)] = 0.7
+    sce_alpha: PosFloat = 0.1
+    sce_beta: PosFloat = 1.0
+    focal_gamma: Annotated[float, Field(ge=0)] = 2.0
+    tau: Annotated[float, Field(ge=0)] = 1.0
+
+
 class TrainParams(Section):
     epochs: PosInt = 60
     batch_size: PosInt = 64
@@ -171,6 +205,24 @@ class TrainParams(Section):
     label_smoothing: Fraction = 0.0
     standardize: Literal["none", "feature", "global"] = "feature"
     early_stopping: EarlyStoppingParams | None = Field(default_factory=EarlyStoppingParams)
+    loss: LossParams = Field(default_factory=LossParams)
+    class_weight: Literal["none", "balanced", "inverse_sqrt", "effective_number"] = "none"
+    resample: Literal["none", "oversample", "undersample"] = "none"
+    noise_filter: Literal["none", "drop"] = "none"
+    noise_filter_folds: Annotated[int, Strict(), Field(ge=2)] = 3
+
+    @model_validator(mode="after")
+    def _smoothing_needs_ce(self) -> TrainParams:
+        if self.label_smoothing > 0 and self.loss.name not in {"ce", "logit_adjusted"}:
+            raise ValueError(f"label_smoothing applies to loss ce or logit_adjusted (loss.name is "
+                             f"{self.loss.name!r}); set it to 0")
+        return self
+
+    @property
+    def plain(self) -> bool:
+        """No loss, weighting, resampling or filtering beyond plain (smoothed) cross-entropy."""
+        return (self.loss.name == "ce" and self.class_weight == "none" and self.resample == "none"
+                and self.noise_filter == "none")
 
 
 class ComputeParams(Section):
@@ -250,6 +302,43 @@ class FitConfig(Section):
             raise UserError(format_validation_error(exc, source="config")) from None
 
 
+# ------------------------------------------------------------------------------------------ compare
+class BaselineParams(Section):
+    estimator: Literal["logistic_regression", "svm_rbf", "knn", "random_forest", "dlrig"]
+    params: dict[str, Any] = Field(default_factory=dict)  # scikit-learn keyword arguments
+    overrides: dict[str, Any] = Field(default_factory=dict)  # dlrig: dotted keys over the tuned config
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BaselineParams:
+        if self.estimator == "dlrig" and self.params:
+            raise ValueError("params is for scikit-learn estimators; a dlrig baseline takes overrides")
+        if self.estimator != "dlrig" and self.overrides:
+            raise ValueError("overrides is for estimator dlrig; scikit-learn estimators take params")
+        return self
+
+
+class CompareParams(Section):
+    baselines: dict[str, BaselineParams] = Field(default_factory=dict)
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    rope: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    five_by_two: Bool = True
+
+
+# ------------------------------------------------------------------------------------------ studies
+class LabelsStudyParams(Section):
+    noise_rates: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.4, 0.6]
+    )
+    ratios: list[Annotated[float, Field(ge=1)]] = Field(default_factory=lambda: [1.0, 10.0, 100.0])
+    detect_rate: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    wrong_right_ratio: Annotated[float, Field(gt=1)] = 10.0
+    folds: Annotated[int, Strict(), Field(ge=2)] = 5
+
+
+class StudiesParams(Section):
+    labels: LabelsStudyParams = Field(default_factory=LabelsStudyParams)
+
+
 # ------------------------------------------------------------------------------------------- report
 class ReportParams(Section):
     title: str = "dlrig experiment report"
@@ -261,6 +350,7 @@ class Params(Section):
     data: DataParams = Field(default_factory=DataParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
+    labels: LabelsParams = Field(default_factory=LabelsParams)
     model: ModelParams = Field(default_factory=ModelParams)
     optim: OptimParams = Field(default_factory=OptimParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
@@ -268,6 +358,8 @@ class Params(Section):
     compute: ComputeParams = Field(default_factory=ComputeParams)
     cv: CvParams = Field(default_factory=CvParams)
     search: SearchParams = Field(default_factory=SearchParams)
+    compare: CompareParams = Field(default_factory=CompareParams)
+    studies: StudiesParams = Field(default_factory=StudiesParams)
     report: ReportParams = Field(default_factory=ReportParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -291,6 +383,12 @@ class Params(Section):
                 base.with_overrides({k: v for k, v in overrides.items() if k != "search.strategy"})
             except UserError as exc:
                 raise ValueError(f"cv.candidates.{name}: {exc}") from None
+        for name, spec in self.compare.baselines.items():
+            if spec.estimator == "dlrig":
+                try:
+                    base.with_overrides(spec.overrides)
+                except UserError as exc:
+                    raise ValueError(f"compare.baselines.{name}.overrides: {exc}") from None
         if self.cv.depth == 3 and not self.cv.candidates:
             raise ValueError("cv.depth 3 needs cv.candidates (the families the middle loop chooses between)")
         return self

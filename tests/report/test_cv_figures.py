@@ -68,6 +68,11 @@ def test_outer_fold_scores(tmp_path):
     _check_twice(lambda p: outer_fold_scores(FOLDS, p, DPI, "balanced_accuracy"), tmp_path)
 
 
+def test_outer_fold_scores_plain_cv(tmp_path):
+    # cv.depth 1: no inner/outer pair, only the chosen config's score per fold.
+    _check_twice(lambda p: outer_fold_scores(FOLDS, p, DPI, "accuracy", optimistic=True), tmp_path)
+
+
 def test_trial_history(tmp_path):
     trials = random_search()
     _check_twice(lambda p: trial_history(trials, p, DPI, "neg_log_loss"), tmp_path)
@@ -81,6 +86,8 @@ def test_empty_inputs_still_draw(tmp_path):
         "hp": lambda p: score_vs_hyperparameters(pruned, {"optim.lr": SPACE["optim.lr"]}, p, DPI, "accuracy"),
         "hist": lambda p: trial_history(pruned, p, DPI, "accuracy"),
         "outer": lambda p: outer_fold_scores([], p, DPI, "accuracy"),
+        "plain": lambda p: outer_fold_scores([], p, DPI, "accuracy", optimistic=True),
+        "nothing": lambda p: score_vs_hyperparameters(pruned, {}, p, DPI, "accuracy"),
     }.items():
         path = draw(tmp_path / f"{name}.png")
         assert path.read_bytes().startswith(PNG_SIGNATURE)

@@ -26,6 +26,11 @@ def stage(name: str):
 
 TINY = {
     "data": {"source": "synthetic", "synthetic": {"n_samples": 240, "n_classes": 3, "n_features": 6}},
+    "cv": {"outer_folds": 3, "inner_folds": 2},
+    "search": {"space": {"optim.lr": [0.003, 0.01]}},
+    "compare": {"baselines": {"logreg": {"estimator": "logistic_regression"},
+                              "tiny_net": {"estimator": "dlrig", "overrides": {"model.hidden": 4}}},
+                "five_by_two": False},
     "validate": {"value_min": None, "value_max": None, "labels": None, "sample_shape": [6]},
     "model": {"hidden": 16, "depth": 1},
     "optim": {"lr": 0.01},
@@ -52,12 +57,19 @@ def run_pipeline(tmp: Path, params: dict) -> Path:
                     "--validation", str(tmp / "reports/validation.json"),
                     "--train", str(tmp / "train.npz"), "--test", str(tmp / "test.npz"),
                     "--report", str(tmp / "reports/split.json")])
-    stage("train")(["--params", p, "--train", str(tmp / "train.npz"), "--meta", meta,
+    stage("labels")(["--params", p, "--train", str(tmp / "train.npz"), "--meta", meta,
+                     "--out", str(tmp / "train_labels.npz"), "--report", str(tmp / "reports/labels.json")])
+    stage("detect")(["--params", p, "--train", str(tmp / "train_labels.npz"), "--meta", meta,
+                     "--out", str(tmp / "reports/detect.json")])
+    stage("train")(["--params", p, "--train", str(tmp / "train_labels.npz"), "--meta", meta,
                     "--model", str(tmp / "model.pt"), "--logdir", str(tmp / "reports/train"),
                     "--cvdir", str(tmp / "reports/cv")])
-    stage("evaluate")(["--params", p, "--test", str(tmp / "test.npz"), "--meta", meta,
-                       "--model", str(tmp / "model.pt"), "--metrics", str(tmp / "reports/metrics.json"),
-                       "--plots", str(tmp / "reports/plots")])
+    stage("evaluate")(["--params", p, "--train", str(tmp / "train_labels.npz"), "--test", str(tmp / "test.npz"),
+                       "--meta", meta, "--model", str(tmp / "model.pt"), "--cv", str(tmp / "reports/cv/summary.json"),
+                       "--metrics", str(tmp / "reports/metrics.json"), "--plots", str(tmp / "reports/plots")])
+    stage("compare")(["--params", p, "--train", str(tmp / "train_labels.npz"), "--test", str(tmp / "test.npz"),
+                      "--meta", meta, "--model", str(tmp / "model.pt"), "--folds", str(tmp / "reports/cv/folds.json"),
+                      "--out", str(tmp / "reports/compare.json"), "--table", str(tmp / "reports/compare.md")])
     stage("report")(["--params", p, "--reports", str(tmp / "reports"),
                      "--figures", str(tmp / "reports/figures"), "--out", str(tmp / "reports/report.html")])
     return tmp / "reports"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from dlrig.report.figures import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, _new_figure, _style, save_png
 from dlrig.select.analysis import ACCURACY_LIKE, _fmt, analyze_search, noise_floor, optimism_summary
@@ -31,8 +31,8 @@ PERCENT_METRICS = ACCURACY_LIKE | {"macro_f1"}
 
 
 def _score_axis(ax: Axes, metric: str) -> None:
-    if metric in PERCENT_METRICS:
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    if metric in PERCENT_METRICS:  # 97.6%, not 97.60%: as many digits as the ticks need
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{100 * y:.6g}%"))
 
 
 def _finite(x: Any) -> bool:
@@ -176,9 +176,8 @@ def score_vs_hyperparameters(
             ax.set_visible(False)
         if not done or not names:
             axes[0].set_visible(True)
-            axes[0].text(
-                0.5, 0.5, "no complete trials", ha="center", va="center", transform=axes[0].transAxes
-            )
+            empty = "no hyperparameters searched" if not names else "no complete trials"
+            axes[0].text(0.5, 0.5, empty, ha="center", va="center", transform=axes[0].transAxes)
             return save_png(fig, path, dpi)
         best = _best(done)
         for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
@@ -202,10 +201,21 @@ def score_vs_hyperparameters(
 
 # ------------------------------------------------------------------------------------ outer folds
 def outer_fold_scores(
-    outer_folds: Sequence[Mapping[str, Any]], path: str | Path, dpi: int, metric: str
+    outer_folds: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    dpi: int,
+    metric: str,
+    *,
+    optimistic: bool = False,
 ) -> Path:
     """Per outer fold: the best inner (validation) score and the outer test score, joined by a line whose
-    length is the optimism of selecting on the inner folds; dashed lines are the means over folds."""
+    length is the optimism of selecting on the inner folds; dashed lines are the means over folds.
+
+    ``optimistic`` (plain CV, ``cv.depth`` 1): the folds chose the config and score it, so there is no
+    inner/outer pair; the figure shows the chosen config's score per fold and their mean.
+    """
+    if optimistic:
+        return _plain_fold_scores(outer_folds, path, dpi, metric)
     summary = optimism_summary(outer_folds, metric=metric)
     rows = summary["per_fold"]
     n = len(rows)
@@ -282,6 +292,32 @@ def outer_fold_scores(
             f"mean optimism {summary['mean']:+.3f}{spread}, {summary['n_positive']} of {n} folds positive"
         )
         fig.legend(*ax.get_legend_handles_labels(), loc="outside upper center", ncols=2)
+        return save_png(fig, path, dpi)
+
+
+def _plain_fold_scores(folds: Sequence[Mapping[str, Any]], path: str | Path, dpi: int, metric: str) -> Path:
+    rows = sorted(folds, key=lambda f: int(f["fold"]))
+    with _style():
+        fig = _new_figure(min(max(5.5, 0.7 * len(rows) + 3.0), 14), 4.0)
+        ax = fig.subplots()
+        if not rows:
+            ax.text(0.5, 0.5, "no folds", ha="center", va="center", transform=ax.transAxes)
+            return save_png(fig, path, dpi)
+        x = np.arange(len(rows))
+        scores = [float(r["outer_score"]) for r in rows]
+        ax.plot(x, scores, marker="o", markersize=8, linestyle="none", color=VAL_COLOR, zorder=3)
+        mean = float(np.mean(scores))
+        ax.axhline(mean, color=VAL_COLOR, linestyle="--", linewidth=1.2, zorder=1)
+        ax.set_xticks(x, [str(r["fold"]) for r in rows])
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        ax.grid(axis="x", visible=False)
+        ax.set_xlabel("fold")
+        ax.set_ylabel(metric)
+        _score_axis(ax, metric)
+        ax.set_title(
+            "Plain CV (optimistic): the chosen config's score per fold\n"
+            f"(dashed: mean {_fmt(mean)}; these folds also chose the config)"
+        )
         return save_png(fig, path, dpi)
 
 

@@ -222,3 +222,80 @@ def per_class_recall_figure(
         ax.set_ylabel("recall (test)")
         ax.set_title(title)
         return save_png(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- reliability diagram
+def _bins(rows: Sequence[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
+    """The non-empty bins of a reliability curve (``dlrig.evaluate.calibration.reliability_curve`` rows)."""
+    return [
+        r
+        for r in rows or []
+        if int(r.get("count") or 0) > 0 and r.get("confidence") is not None and r.get("accuracy") is not None
+    ]
+
+
+def reliability_figure(
+    before: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    dpi: int,
+    *,
+    after: Sequence[Mapping[str, Any]] | None = None,
+    ece_before: float | None = None,
+    ece_after: float | None = None,
+    temperature: float | None = None,
+) -> Path:
+    """Reliability diagram: mean confidence against accuracy per confidence bin, before and after
+    temperature scaling, with the diagonal a calibrated model lies on.
+
+    ``before``/``after`` are the rows ``reports/plots/reliability_{before,after}.json`` hold
+    (``bin_low``, ``bin_high``, ``confidence``, ``accuracy``, ``count``); empty bins are skipped. A point's
+    area grows with its bin's sample count; the lower panel gives the counts themselves.
+    """
+    curves = [("before", _bins(before), VAL_COLOR, ece_before, None)]
+    if after is not None:
+        curves.append(("after", _bins(after), TRAIN_COLOR, ece_after, temperature))
+    rows = [r for _, bins, *_ in curves for r in bins]
+    biggest = max((int(r["count"]) for r in rows), default=1)
+    lo = math.floor(10 * min((float(r["bin_low"]) for r in rows), default=0.0)) / 10
+    width = min((float(r["bin_high"]) - float(r["bin_low"]) for r in rows), default=0.1)
+    with _style():
+        fig = _new_figure(6.4, 6.2)
+        ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+        ax.plot([lo, 1], [lo, 1], color=BEST_COLOR, linestyle="--", linewidth=1, label="perfectly calibrated")
+        for i, (name, bins, color, ece, t) in enumerate(curves):
+            label = "test predictions" if after is None else f"{name} temperature scaling"
+            if t is not None:
+                label += f" (T = {t:.2f})"
+            if ece is not None:
+                label += f", ECE {ece:.2%}"
+            x = [float(r["confidence"]) for r in bins]
+            y = [float(r["accuracy"]) for r in bins]
+            n = [int(r["count"]) for r in bins]
+            ax.plot(x, y, color=color, linewidth=0.9, alpha=0.5, zorder=3)
+            ax.scatter(
+                x, y, s=[20 + 380 * c / biggest for c in n], color=color, alpha=0.75,
+                edgecolors="white", linewidths=0.6, zorder=4, label=label,
+            )
+            # Counts per bin, side by side when both curves are drawn.
+            shift = (i - (len(curves) - 1) / 2) * width / len(curves)
+            centres = [(float(r["bin_low"]) + float(r["bin_high"])) / 2 + shift for r in bins]
+            ax_n.bar(centres, n, width=0.9 * width / len(curves), color=color, alpha=0.75, zorder=2)
+        if not rows:
+            ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
+        pad = 0.02 * (1 - lo)  # room for the points on the edges
+        ax.set_xlim(lo - pad, 1 + pad)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("accuracy in the bin")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        # Above the panels, where it cannot hide a point; it carries the title.
+        fig.legend(
+            loc="outside upper center", ncols=1, fontsize=9, markerscale=0.6,
+            title="Reliability on the test split", title_fontproperties={"weight": "bold", "size": 11},
+        )
+        if rows:
+            ax_n.set_yscale("log")
+        ax_n.grid(axis="x", visible=False)
+        ax_n.set_ylabel("samples")
+        ax_n.set_xlabel("mean confidence in the bin (probability of the predicted class)")
+        ax_n.xaxis.set_major_formatter(PercentFormatter(1.0))
+        return save_png(fig, path, dpi)

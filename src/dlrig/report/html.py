@@ -1,17 +1,18 @@
 """The human report: one self-contained HTML page built from the files earlier stages saved.
 
-Nothing is re-trained or re-scored here. The page embeds its figures as base64 PNGs and its CSS inline,
-loads nothing from anywhere and needs no JavaScript, so it can be mailed, archived or opened offline.
+It tells the story in order: the headline (the nested-CV estimate beside the held-out test score), how
+the hyperparameters were selected and how far to trust that choice, how the final training went, the
+per-class results, and the data checks. Nothing is re-trained or re-scored here.
+
+The page embeds its figures as base64 PNGs and its CSS inline, loads nothing from anywhere and needs
+no JavaScript, so it can be mailed, archived or opened offline.
 It carries no timestamp and no absolute path: the same inputs give a byte-identical page, so git and
 ``dvc`` see a change only when a result changed.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ import dlrig
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_text
 from dlrig.params import ReportParams, read_yaml
+from dlrig.report.cv_figures import outer_fold_scores, score_vs_hyperparameters, trial_history
 from dlrig.report.figures import confusion_matrix_figure, learning_curves, per_class_recall_figure
+from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, pct, plain
+from dlrig.report.selection import selection_section
 
 # input file (relative to reports_dir) -> the stage that writes it
 INPUTS = {
@@ -29,17 +33,25 @@ INPUTS = {
     "split": ("split.json", "split"),
     "history": ("train/history.json", "train"),
     "metrics": ("metrics.json", "evaluate"),
+    "cv": ("cv/summary.json", "train"),
+    "folds": ("cv/folds.json", "train"),
 }
+LIST_INPUTS = {"folds"}  # JSON arrays; every other input is an object
 FIGURES = {
     "curves": "learning_curves.png",
     "recall": "per_class_recall.png",
     "confusion": "confusion_matrix.png",
+    "cv_params": "cv_scores_vs_hyperparameters.png",
+    "cv_folds": "cv_outer_folds.png",
+    "cv_history": "cv_trial_history.png",
 }
+CV_KEYS = ("metric", "depth", "mean", "std", "ci95", "final", "space", "analysis")
+FOLD_KEYS = ("fold", "best_config", "best_inner_score", "outer_score")
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "n")
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def _load_input(reports_dir: Path, name: str) -> dict[str, Any]:
+def _load_input(reports_dir: Path, name: str) -> Any:
     rel, stage = INPUTS[name]
     path = reports_dir / rel
     if not path.is_file():
@@ -47,11 +59,28 @@ def _load_input(reports_dir: Path, name: str) -> dict[str, Any]:
             f"{path}: file not found; it is written by the {stage} stage (run `dvc repro {stage}` first)"
         )
     data = load_json(path)
-    if not isinstance(data, dict):
+    kind = list if name in LIST_INPUTS else dict
+    if not isinstance(data, kind):
         raise UserError(
-            f"{path}: expected a JSON object (written by the {stage} stage), got {type(data).__name__}"
+            f"{path}: expected a JSON {'array' if kind is list else 'object'} (written by the {stage} "
+            f"stage), got {type(data).__name__}"
         )
     return data
+
+
+def _check_cv(reports_dir: Path, summary: Mapping[str, Any], folds: list[Any]) -> None:
+    path = reports_dir / INPUTS["cv"][0]
+    missing = [k for k in CV_KEYS if k not in summary]
+    if missing:
+        raise UserError(f"{path}: lacks {missing} (re-run the train stage)")
+    if not isinstance(summary["final"], dict) or not isinstance(summary["final"].get("config"), dict):
+        raise UserError(f"{path}: 'final' must hold the chosen 'config' (re-run the train stage)")
+    for i, record in enumerate(folds):
+        if not isinstance(record, dict) or any(k not in record for k in FOLD_KEYS):
+            raise UserError(
+                f"{reports_dir / INPUTS['folds'][0]}: record {i} must hold {list(FOLD_KEYS)} "
+                "(re-run the train stage)"
+            )
 
 
 def load_inputs(reports_dir: str | Path, params_path: str | Path) -> dict[str, Any]:
@@ -65,6 +94,7 @@ def load_inputs(reports_dir: str | Path, params_path: str | Path) -> dict[str, A
     missing = [k for k in (*HEADLINE_KEYS, "per_class_recall", "confusion_matrix") if k not in test]
     if missing:
         raise UserError(f"{metrics_path}: test section lacks {missing} (re-run the evaluate stage)")
+    _check_cv(reports_dir, inputs["cv"], inputs["folds"])
     history = inputs["history"].get("history")
     if not isinstance(history, list):
         raise UserError(f"{reports_dir / INPUTS['history'][0]}: missing the 'history' list (re-run train)")
@@ -91,74 +121,69 @@ def _classes(test: Mapping[str, Any]) -> list[str]:
     return [str(c) for c in classes] if classes else [str(c) for c in test["per_class_recall"]]
 
 
-# ------------------------------------------------------------------------------------- formatting
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+# ----------------------------------------------------------------------------------------- sections
+def _test_score(test: Mapping[str, Any], metric: str) -> float | None:
+    """The test set's value of the selection metric (neg_log_loss is minus the saved log loss)."""
+    value = test.get("log_loss" if metric == "neg_log_loss" else metric)
+    if not finite(value):
+        return None
+    return -float(value) if metric == "neg_log_loss" else float(value)
 
 
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.2%}"
+def _cv_line(cv: Mapping[str, Any]) -> str:
+    """CV accuracy 0.970 ± 0.007 (95% CI 0.961–0.979, 5 outer folds)."""
+    k = len(cv.get("scores") or [])
+    folds = f"{k} {'folds' if int(cv['depth']) == 1 else 'outer folds'}"
+    lo, hi = (list(cv.get("ci95") or []) + [None, None])[:2]
+    ci = f"95% CI {lo:.3f}{' to ' if lo < 0 else '–'}{hi:.3f}, " if finite(lo) and finite(hi) else ""
+    return f"CV {cv['metric']} {float(cv['mean']):.3f} ± {float(cv['std']):.3f} ({ci}{folds})"
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{float(value):.{digits}f}"
-
-
-def _plain(value: Any, limit: int = 120) -> str:
-    """A short readable rendering of any JSON value (for keys the report does not know)."""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool) or value is None:
-        text = json.dumps(value)
-    elif isinstance(value, int | float):
-        text = _num(value) if isinstance(value, float) else str(value)
-    else:
-        text = json.dumps(value, separators=(", ", ": "), default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _badge(ok: bool | None, yes: str = "pass", no: str = "fail") -> str:
-    if ok is None:
-        return '<span class="badge neutral">n/a</span>'
-    return f'<span class="badge pass">{_e(yes)}</span>' if ok else f'<span class="badge fail">{_e(no)}</span>'
-
-
-def _kv_table(rows: Iterable[tuple[str, str]]) -> str:
-    """Two-column table; values are already-escaped HTML."""
-    body = "".join(f'<tr><th scope="row">{_e(k)}</th><td>{v}</td></tr>' for k, v in rows)
-    return f'<table class="kv">{body}</table>'
-
-
-def _figure(png: bytes, alt: str, caption: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
+def _cv_estimate(cv: Mapping[str, Any], test: Mapping[str, Any]) -> str:
+    metric = cv["metric"]
+    optimistic = bool(cv.get("optimistic")) or int(cv["depth"]) == 1
+    label = "Plain CV (optimistic), training split" if optimistic else "Nested-CV estimate, training split"
+    hint = f"± is the standard deviation over folds. Test accuracy {float(test['accuracy']):.3f}"
+    score = _test_score(test, metric)
+    if metric != "accuracy" and score is not None:
+        hint += f", test {metric} {score:.3f}"
+    test_ci = test.get("ci95") if isinstance(test.get("ci95"), dict) else {}  # evaluate's bootstrap
+    test_ci = test_ci.get("accuracy") if isinstance(test_ci.get("accuracy"), dict) else {}
+    if finite(test_ci.get("low")) and finite(test_ci.get("high")):
+        hint += f" (95% CI {test_ci['low']:.3f}–{test_ci['high']:.3f})"
+    hint += f" on {num(int(test['n']))} held-out samples"
+    lo, hi = (list(cv.get("ci95") or []) + [None, None])[:2]
+    if score is not None and finite(lo) and finite(hi):
+        hint += f": {'inside' if lo <= score <= hi else 'above' if score > hi else 'below'} the CV interval"
+    hint += "."
+    if optimistic:
+        hint += (
+            " cv.depth 1 scores the chosen config on the folds that chose it, so this overstates; "
+            "cv.depth 2 (nested) gives an honest estimate."
+        )
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
-        f"<figcaption>{caption}</figcaption></figure>"
+        f'<div class="estimate{" optimistic" if optimistic else ""}"><div class="label">{esc(label)}</div>'
+        f'<div class="value">{esc(_cv_line(cv))}</div><div class="hint">{esc(hint)}</div></div>'
     )
 
 
-# ----------------------------------------------------------------------------------------- sections
-def _headline(test: Mapping[str, Any], classes: list[str]) -> str:
+def _headline(test: Mapping[str, Any], classes: list[str], cv: Mapping[str, Any]) -> str:
     cards = [
-        ("Accuracy", _pct(test["accuracy"]), "share of test samples classified correctly"),
-        ("Balanced accuracy", _pct(test["balanced_accuracy"]), "mean recall over classes"),
-        ("Macro-F1", _num(test["macro_f1"]), "unweighted mean F1 over classes"),
-        ("Log loss", _num(test["log_loss"]), "mean negative log-probability of the true class"),
-        ("Test samples", _num(int(test["n"])), f"{len(classes)} classes"),
+        ("Accuracy", pct(test["accuracy"]), "share of test samples classified correctly"),
+        ("Balanced accuracy", pct(test["balanced_accuracy"]), "mean recall over classes"),
+        ("Macro-F1", num(test["macro_f1"]), "unweighted mean F1 over classes"),
+        ("Log loss", num(test["log_loss"]), "mean negative log-probability of the true class"),
+        ("Test samples", num(int(test["n"])), f"{len(classes)} classes"),
     ]
     body = "".join(
-        f'<div class="card"><div class="label">{_e(label)}</div>'
-        f'<div class="value">{_e(value)}</div><div class="hint">{_e(hint)}</div></div>'
+        f'<div class="card"><div class="label">{esc(label)}</div>'
+        f'<div class="value">{esc(value)}</div><div class="hint">{esc(hint)}</div></div>'
         for label, value, hint in cards
     )
-    title = "<h2>Headline (held-out test set)</h2>"
-    return f'<section id="headline">{title}<div class="cards">{body}</div></section>'
+    return (
+        f'<section id="headline"><h2>Headline</h2>{_cv_estimate(cv, test)}'
+        f'<h3>Held-out test set</h3><div class="cards">{body}</div></section>'
+    )
 
 
 def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
@@ -168,15 +193,15 @@ def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
     has_val = any(r.get("val_loss") is not None for r in rows)
     seconds = history.get("seconds")
     facts = [
-        ("Epochs run", _e(_num(len(rows)))),
-        ("Best epoch", _e(best if best is not None else "n/a")),
-        ("Stopped early", _e(_num(history.get("stopped_early")))),
-        ("Parameters", _e(_num(history.get("n_parameters")))),
-        ("Training time", _e("n/a" if seconds is None else f"{float(seconds):.1f} s")),
-        ("Samples for gradient steps", _e(_num(history.get("n_fit")))),
+        ("Epochs run", esc(num(len(rows)))),
+        ("Best epoch", esc(best if best is not None else "n/a")),
+        ("Stopped early", esc(num(history.get("stopped_early")))),
+        ("Parameters", esc(num(history.get("n_parameters")))),
+        ("Training time", esc("n/a" if seconds is None else f"{float(seconds):.1f} s")),
+        ("Samples for gradient steps", esc(num(history.get("n_fit")))),
         (
             "Samples for early stopping",
-            _e(_num(history.get("n_val")) if has_val else "none (early stopping off)"),
+            esc(num(history.get("n_val")) if has_val else "none (early stopping off)"),
         ),
     ]
     if best_row is not None:
@@ -187,8 +212,8 @@ def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
             ("val_accuracy", "Validation accuracy at best epoch"),
         ):
             if best_row.get(key) is not None:
-                value = _pct(best_row[key]) if "accuracy" in key else _num(best_row[key])
-                facts.append((label, _e(value)))
+                value = pct(best_row[key]) if "accuracy" in key else num(best_row[key])
+                facts.append((label, esc(value)))
     caption = (
         "Loss and accuracy per epoch on the rows used for gradient steps (train) and on the rows held out "
         "for early stopping (validation); the dashed line and stars mark the best epoch, whose weights "
@@ -198,7 +223,7 @@ def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
         caption += " No validation curve: early stopping was off."
     return (
         '<section id="training"><h2>How training went</h2>'
-        f"{_kv_table(facts)}{_figure(curves_png, 'Learning curves', _e(caption))}</section>"
+        f"{kv_table(facts)}{figure(curves_png, 'Learning curves', esc(caption))}</section>"
     )
 
 
@@ -211,8 +236,8 @@ def _per_class(test: Mapping[str, Any], classes: list[str], recall_png: bytes, c
         predicted = sum(row[i] for row in cm if i < len(row)) if cm else None
         value = recall.get(name)
         rows.append(
-            f'<tr><td>{_e(name)}</td><td class="num">{_e(_num(support))}</td>'
-            f'<td class="num">{_e(_num(predicted))}</td><td class="num">{_e(_pct(value))}</td></tr>'
+            f'<tr><td>{esc(name)}</td><td class="num">{esc(num(support))}</td>'
+            f'<td class="num">{esc(num(predicted))}</td><td class="num">{esc(pct(value))}</td></tr>'
         )
     table = (
         '<table><thead><tr><th>Class</th><th class="num">Test samples</th>'
@@ -221,13 +246,13 @@ def _per_class(test: Mapping[str, Any], classes: list[str], recall_png: bytes, c
     )
     return (
         '<section id="per-class"><h2>Per-class results</h2>'
-        + _figure(
+        + figure(
             recall_png,
             "Recall per class",
             "Recall (share of each class's test samples classified correctly); the dashed line is "
             "balanced accuracy, their mean.",
         )
-        + _figure(
+        + figure(
             confusion_png,
             "Confusion matrix",
             "Rows are the true class, columns the predicted class; cells show counts, colour shows the "
@@ -250,20 +275,20 @@ def _validation(validation: Mapping[str, Any]) -> str:
     rows = []
     for exp in expectations:
         ok = exp.get("success")
-        extra = "; ".join(f"{k}: {_plain(v)}" for k, v in exp.items() if k not in known and v not in ([], {}))
+        extra = "; ".join(f"{k}: {plain(v)}" for k, v in exp.items() if k not in known and v not in ([], {}))
         offending, unit = exp.get("offending"), exp.get("unit")
         if offending is None:
             shown = ""
         elif isinstance(offending, int | float) and not isinstance(offending, bool):
-            shown = _num(offending) + (f" {unit}" if unit else "")
+            shown = num(offending) + (f" {unit}" if unit else "")
         else:
-            shown = _plain(offending)
+            shown = plain(offending)
         rows.append(
-            f'<tr class="{"fail" if ok is False else "ok"}"><td><code>{_e(exp.get("name", "?"))}</code></td>'
-            f"<td>{_e(exp.get('description', ''))}</td>"
-            f"<td>{_badge(ok if isinstance(ok, bool) else None)}</td>"
-            f'<td class="num">{_e(shown)}</td>'
-            f'<td class="details">{_e(extra)}</td></tr>'
+            f'<tr class="{"fail" if ok is False else "ok"}"><td><code>{esc(exp.get("name", "?"))}</code></td>'
+            f"<td>{esc(exp.get('description', ''))}</td>"
+            f"<td>{badge(ok if isinstance(ok, bool) else None)}</td>"
+            f'<td class="num">{esc(shown)}</td>'
+            f'<td class="details">{esc(extra)}</td></tr>'
         )
     empty = '<tr><td colspan="5">no expectations recorded</td></tr>'
     table = (
@@ -276,17 +301,17 @@ def _validation(validation: Mapping[str, Any]) -> str:
         if key in {"success", "expectations"}:
             continue
         if isinstance(value, dict) and value:
-            others += [(f"{key}.{sub}", _e(_plain(v))) for sub, v in value.items()]
+            others += [(f"{key}.{sub}", esc(plain(v))) for sub, v in value.items()]
         else:
-            others.append((str(key), _e(_plain(value))))
+            others.append((str(key), esc(plain(value))))
     details = (
-        f"<details><summary>Data summary and settings</summary>{_kv_table(others)}</details>"
+        f"<details><summary>Data summary and settings</summary>{kv_table(others)}</details>"
         if others
         else ""
     )
     outcome = (
-        f'<p class="outcome">{_badge(success if isinstance(success, bool) else None, "passed", "failed")} '
-        f"{_e(n_ok)} of {_e(len(expectations))} expectations met.</p>"
+        f'<p class="outcome">{badge(success if isinstance(success, bool) else None, "passed", "failed")} '
+        f"{esc(n_ok)} of {esc(len(expectations))} expectations met.</p>"
     )
     return f'<section id="validation"><h2>Data validation</h2>{outcome}{table}{details}</section>'
 
@@ -295,14 +320,14 @@ def _split(split: Mapping[str, Any], classes: list[str]) -> str:
     dup = split.get("duplicates") or {}
     test_size = split.get("test_size")
     facts = [
-        ("Train samples", _e(_num(split.get("n_train")))),
-        ("Test samples", _e(_num(split.get("n_test")))),
-        ("Test fraction (requested)", _e("n/a" if test_size is None else f"{float(test_size):g}")),
-        ("Duplicate policy", f"<code>{_e(dup.get('policy', 'n/a'))}</code>"),
-        ("Duplicates within train", _e(_num(dup.get("within_train")))),
-        ("Duplicates within test", _e(_num(dup.get("within_test")))),
-        ("Duplicates across train and test", _e(_num(dup.get("across")))),
-        ("Samples removed as duplicates", _e(_num(dup.get("removed")))),
+        ("Train samples", esc(num(split.get("n_train")))),
+        ("Test samples", esc(num(split.get("n_test")))),
+        ("Test fraction (requested)", esc("n/a" if test_size is None else f"{float(test_size):g}")),
+        ("Duplicate policy", f"<code>{esc(dup.get('policy', 'n/a'))}</code>"),
+        ("Duplicates within train", esc(num(dup.get("within_train")))),
+        ("Duplicates within test", esc(num(dup.get("within_test")))),
+        ("Duplicates across train and test", esc(num(dup.get("across")))),
+        ("Samples removed as duplicates", esc(num(dup.get("removed")))),
     ]
     counts = split.get("class_counts") or {}
     train, test = counts.get("train") or {}, counts.get("test") or {}
@@ -311,10 +336,10 @@ def _split(split: Mapping[str, Any], classes: list[str]) -> str:
     names = list(dict.fromkeys(names))
     n_train, n_test = sum(train.values()) or 1, sum(test.values()) or 1
     rows = "".join(
-        f'<tr><td>{_e(c)}</td><td class="num">{_e(_num(train.get(c, 0)))}</td>'
-        f'<td class="num">{_e(f"{train.get(c, 0) / n_train:.1%}")}</td>'
-        f'<td class="num">{_e(_num(test.get(c, 0)))}</td>'
-        f'<td class="num">{_e(f"{test.get(c, 0) / n_test:.1%}")}</td></tr>'
+        f'<tr><td>{esc(c)}</td><td class="num">{esc(num(train.get(c, 0)))}</td>'
+        f'<td class="num">{esc(f"{train.get(c, 0) / n_train:.1%}")}</td>'
+        f'<td class="num">{esc(num(test.get(c, 0)))}</td>'
+        f'<td class="num">{esc(f"{test.get(c, 0) / n_test:.1%}")}</td></tr>'
         for c in names
     )
     table = (
@@ -325,17 +350,18 @@ def _split(split: Mapping[str, Any], classes: list[str]) -> str:
         if names
         else ""
     )
-    return f'<section id="split"><h2>Train/test split</h2>{_kv_table(facts)}{table}</section>'
+    return f'<section id="split"><h2>Train/test split</h2>{kv_table(facts)}{table}</section>'
 
 
 def _params(raw: Mapping[str, Any]) -> str:
     text = yaml.safe_dump(dict(raw), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
-    return f'<section id="params"><h2>Parameters used</h2><pre><code>{_e(text)}</code></pre></section>'
+    return f'<section id="params"><h2>Parameters used</h2><pre><code>{esc(text)}</code></pre></section>'
 
 
 _CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --border: #d1d9e0; --soft: #f6f8fa;
-        --pass: #1a7f37; --fail: #cf222e; --fail-bg: #ffebe9; --accent: #0969da; }
+        --pass: #1a7f37; --fail: #cf222e; --fail-bg: #ffebe9; --accent: #0969da;
+        --warn: #bf8700; --warn-bg: #fff8c5; }
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--fg); background: #fff; line-height: 1.5;
        font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
@@ -367,7 +393,19 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 .badge.pass { background: var(--pass); }
 .badge.fail { background: var(--fail); }
 .badge.neutral { background: #6e7781; }
+.badge.delicate { background: #bc4c00; }
+.badge.permissive { background: var(--pass); }
 .outcome { font-size: 1rem; }
+.estimate { border: 1px solid var(--border); border-left: 4px solid var(--accent); border-radius: 8px;
+            padding: .8rem 1rem; background: var(--soft); margin-bottom: .5rem; }
+.estimate.optimistic { border-left-color: var(--warn); }
+.estimate .label { color: var(--muted); font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; }
+.estimate .value { font-size: 1.35rem; font-weight: 600; font-variant-numeric: tabular-nums; }
+.estimate .hint { color: var(--muted); font-size: .85rem; }
+.note { color: var(--muted); font-size: .88rem; }
+ul.warnings { background: var(--warn-bg); border: 1px solid var(--warn); border-radius: 6px;
+              padding: .6rem 1rem .6rem 2rem; }
+ul.warnings li { margin: .2rem 0; }
 figure { margin: 1.25rem 0; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--border);
              border-radius: 6px; }
@@ -386,13 +424,14 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
     classes = _classes(test)
     validation_ok = inputs["validation"].get("success")
     subtitle = (
-        f"{len(classes)} classes · {_num(int(test['n']))} test samples · data validation "
+        f"{len(classes)} classes · {num(int(test['n']))} test samples · data validation "
         f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
     )
     nav = "".join(
-        f'<a href="#{anchor}">{_e(label)}</a>'
+        f'<a href="#{anchor}">{esc(label)}</a>'
         for anchor, label in (
             ("headline", "Headline"),
+            ("selection", "Model selection"),
             ("training", "Training"),
             ("per-class", "Per class"),
             ("validation", "Validation"),
@@ -403,7 +442,8 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
     sources = ", ".join(rel for rel, _ in INPUTS.values())
     body = "".join(
         [
-            _headline(test, classes),
+            _headline(test, classes, inputs["cv"]),
+            selection_section(inputs["cv"], inputs["folds"], inputs["params"], figures),
             _training(inputs["history"], figures["curves"]),
             _per_class(test, classes, figures["recall"], figures["confusion"]),
             _validation(inputs["validation"]),
@@ -415,10 +455,10 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p><nav>{nav}</nav></header>\n"
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p><nav>{nav}</nav></header>\n"
         f"{body}\n"
-        f"<footer>Built by dlrig {_e(dlrig.__version__)} from the saved results ({_e(sources)}) and "
+        f"<footer>Built by dlrig {esc(dlrig.__version__)} from the saved results ({esc(sources)}) and "
         "params.yaml; nothing was re-trained to make this page.</footer>\n"
         "</main>\n</body>\n</html>\n"
     )
@@ -427,11 +467,13 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
 def build_report(
     reports_dir: Path, params_path: Path, out_html: Path, figures_dir: Path, cfg: ReportParams
 ) -> None:
-    """Write the three figures into ``figures_dir`` and the self-contained page to ``out_html``."""
+    """Write the figures into ``figures_dir`` and the self-contained page to ``out_html``."""
     reports_dir, figures_dir = Path(reports_dir), Path(figures_dir)
     inputs = load_inputs(reports_dir, params_path)
     test = inputs["metrics"]["test"]
     classes = _classes(test)
+    cv, metric = inputs["cv"], inputs["cv"]["metric"]
+    final_trials = (cv["final"].get("search") or {}).get("trials") or []
     paths = {
         "curves": learning_curves(inputs["history"], figures_dir / FIGURES["curves"], cfg.dpi),
         "recall": per_class_recall_figure(
@@ -443,6 +485,22 @@ def build_report(
         "confusion": confusion_matrix_figure(
             test["confusion_matrix"], classes, figures_dir / FIGURES["confusion"], cfg.dpi
         ),
+        "cv_params": score_vs_hyperparameters(
+            final_trials,
+            cv["space"] or {},
+            figures_dir / FIGURES["cv_params"],
+            cfg.dpi,
+            metric,
+            analysis=cv["analysis"] or None,
+        ),
+        "cv_folds": outer_fold_scores(
+            inputs["folds"],
+            figures_dir / FIGURES["cv_folds"],
+            cfg.dpi,
+            metric,
+            optimistic=int(cv["depth"]) == 1,
+        ),
+        "cv_history": trial_history(final_trials, figures_dir / FIGURES["cv_history"], cfg.dpi, metric),
     }
     figures = {name: path.read_bytes() for name, path in paths.items()}
     save_text(out_html, render_html(inputs, figures, cfg.title))

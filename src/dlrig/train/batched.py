@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -79,6 +79,7 @@ _PER_MODEL = {
 }
 _NO_EFFECT = {"model": ("channels", "kernel_size"), "optim": ("alpha", "rho")}  # unused by mlp + sgd/adam(w)
 _OPTIMIZERS = ("sgd", "adam", "adamw")
+_FUSED_ADAM = hasattr(torch, "_fused_adam_")  # else the vectorised update below (same math)
 _ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Sigmoid)  # elementwise, no state
 
 
@@ -209,14 +210,12 @@ class _Model:
     model: nn.Sequential  # built by build_model; receives the trained weights at the end
     fit_rows: np.ndarray  # rows of X for gradient steps
     val_rows: np.ndarray  # rows of X for early stopping
-    fit_local: np.ndarray
-    val_local: np.ndarray
     gen: torch.Generator  # batch order, seeded like fit()'s
     batch_size: int
     steps: int  # steps per epoch
-    history: list
     best_value: float
     best_epoch: int
+    history: list = field(default_factory=list)
     bad_epochs: int = 0
     stopped: bool = False
     pruned: bool = False
@@ -231,14 +230,15 @@ class _Model:
 class _Stack:
     """The models of one group as stacked tensors: row ``r`` of every tensor is ``self.models[r]``.
 
-    Parameters live in one flat tensor ``theta[M, P]`` (Linear weights stored as ``[in, out]`` so
-    ``baddbmm(b, h, W)`` and its gradient need no transposes); ``self.leaves`` are views of it that autograd
-    differentiates, so an in-place update of ``theta`` is an update of every model at once.
+    All parameters of a model are one row of ``theta[M, P]`` (each layer's tensors in nn.Module layout);
+    the layers read views of it, and their hand-written backward passes write the gradients straight
+    into the same places of ``grad[M, P]``. The optimizer then updates every model with a few whole-tensor
+    operations, and a finished model is dropped from the stack (``_keep``) so later steps cost nothing
+    for it.
     """
 
     @classmethod
     def create(cls, X, y, n_classes, items, device, on_epoch) -> _Stack | None:
-        dev = resolve_device(device)
         models: list[_Model] = []
         mean, scale = [], []
         for index, job in items:
@@ -251,12 +251,11 @@ class _Stack:
             net[0].scale.copy_(torch.from_numpy(sd))
             n = len(fit_local)
             bs = min(cfg.train.batch_size, n)
-            steps = max(1, n // bs if n % bs == 1 else math.ceil(n / bs))
             es = cfg.train.early_stopping
             models.append(_Model(
                 index=index, job=job, model=net, fit_rows=rows[fit_local], val_rows=rows[val_local],
-                fit_local=fit_local, val_local=val_local,
-                gen=torch.Generator().manual_seed(job.seed), batch_size=bs, steps=steps, history=[],
+                gen=torch.Generator().manual_seed(job.seed), batch_size=bs,
+                steps=max(1, n // bs if n % bs == 1 else math.ceil(n / bs)),  # fit()'s last-batch rule
                 best_value=-math.inf if es is not None and es.monitor == "val_accuracy" else math.inf,
                 best_epoch=cfg.train.epochs,
             ))
@@ -265,26 +264,24 @@ class _Stack:
         parsed = _parse(models[0].model)
         if parsed is None:
             return None
-        ops, size = parsed
-        stack = cls()
-        stack.start = time.perf_counter()
-        stack.dev, stack.n_classes, stack.on_epoch, stack.ops = dev, n_classes, on_epoch, ops
-        stack.models, stack.finished = models, []
-        stack.optim = models[0].cfg.optim.name
-        stack.nesterov = bool(models[0].cfg.optim.nesterov)
-        stack.X = torch.as_tensor(X.reshape(len(X), -1), dtype=torch.float32).to(dev)
-        stack.y = torch.as_tensor(y, dtype=torch.int64).to(dev)
-        stack.mean = torch.stack(mean).unsqueeze(1).to(dev)  # [M, 1, F]
-        stack.scale = torch.stack(scale).unsqueeze(1).to(dev)
-        stack.width = max(
-            max(m.batch_size, len(m.fit_rows) - (m.steps - 1) * m.batch_size) for m in models
-        )  # padded batch width: the largest batch of any model (a merged last batch can be bs + 1)
-        stack.size = size  # parameters per model
-        stack._init_state()
-        seq = np.random.SeedSequence([m.job.seed for m in models])
-        stack.dropout_gen = torch.Generator(device=dev).manual_seed(int(seq.generate_state(1)[0]))
-        stack.group_size = len(models)
-        return stack
+        self = cls()
+        self.start = time.perf_counter()
+        self.dev = dev = resolve_device(device)
+        self.n_classes, self.on_epoch, self.models, self.finished = n_classes, on_epoch, models, []
+        self.ops, self.size = parsed
+        self.group_size = len(models)
+        self.optim = models[0].cfg.optim.name
+        self.nesterov = self.optim == "sgd" and models[0].cfg.optim.nesterov
+        self.X = torch.as_tensor(X.reshape(len(X), -1), dtype=torch.float32).to(dev)
+        self.y = torch.as_tensor(y, dtype=torch.int64).to(dev)
+        self.mean = torch.stack(mean).unsqueeze(1).to(dev)  # [M, 1, F]: each model's own scaler
+        self.scale = torch.stack(scale).unsqueeze(1).to(dev)
+        # Padded batch width: the largest batch of any model (a merged last batch can be batch_size + 1).
+        self.width = max(max(m.batch_size, len(m.fit_rows) - (m.steps - 1) * m.batch_size) for m in models)
+        seeds = np.random.SeedSequence([m.job.seed for m in models]).generate_state(1)
+        self.dropout_gen = torch.Generator(device=dev).manual_seed(int(seeds[0]))
+        self._init_state()
+        return self
 
     # ------------------------------------------------------------------------------------- set-up
     def _init_state(self) -> None:
@@ -292,19 +289,14 @@ class _Stack:
         theta = torch.empty(M, self.size)
         for r, m in enumerate(self.models):
             for op in self.ops:
-                mod = m.model[op[1]]
-                if op[0] == "linear":
-                    theta[r, op[2] : op[2] + op[3] * op[4]] = mod.weight.detach().T.reshape(-1)
-                    theta[r, op[2] + op[3] * op[4] : op[2] + op[3] * op[4] + op[4]] = mod.bias.detach()
-                elif op[0] in ("ln", "bn"):
-                    theta[r, op[2] : op[2] + op[3]] = mod.weight.detach()
-                    theta[r, op[2] + op[3] : op[2] + 2 * op[3]] = mod.bias.detach()
+                for name, (lo, hi) in op.get("params", {}).items():
+                    theta[r, lo:hi] = getattr(m.model[op["index"]], name).detach().reshape(-1)
         self.theta = theta.to(dev)
         self.moments = [torch.zeros_like(self.theta) for _ in range(1 if self.optim == "sgd" else 2)]
-        bns = [op for op in self.ops if op[0] == "bn"]
+        self.steps = torch.zeros(M, device=dev)  # Adam's step count per model
         self.running = [  # per batch-norm layer: running mean and var, [M, H]
-            [torch.stack([m.model[op[1]].running_mean for m in self.models]).to(dev),
-             torch.stack([m.model[op[1]].running_var for m in self.models]).to(dev)] for op in bns
+            [torch.stack([getattr(m.model[op["index"]], name) for m in self.models]).to(dev)
+             for name in ("running_mean", "running_var")] for op in self.ops if op["kind"] == "bn"
         ]
         self.has_es = any(m.cfg.train.early_stopping is not None for m in self.models)
         if self.has_es:
@@ -313,26 +305,27 @@ class _Stack:
         self._derive()
 
     def _derive(self) -> None:
-        """Views and per-model constant tensors, rebuilt whenever the set of models changes."""
-        M, dev, P = len(self.models), self.dev, self.size
-        self.leaves, self.views, decay = [], [], torch.zeros(P)
+        """Views and per-model constants, rebuilt whenever the set of models changes."""
+        M, dev = len(self.models), self.dev
+        self.grad = torch.empty_like(self.theta)
+        self.views, self.segments = [], []  # segments: (lo, hi, decayed) covering a row of theta
+        decay = torch.zeros(self.size)
         for op in self.ops:
-            if op[0] == "linear":
-                _, _, off, n_in, n_out = op
-                w = self.theta[:, off : off + n_in * n_out].view(M, n_in, n_out).requires_grad_()
-                b = self.theta[:, off + n_in * n_out : off + n_in * n_out + n_out].requires_grad_()
-                decay[off : off + n_in * n_out] = 1.0  # weight matrices: L2/L1 like optim._param_groups
-                self.leaves += [w, b]
-                self.views.append((w, b))
-            elif op[0] in ("ln", "bn"):
-                _, _, off, width = op[:4]
-                w = self.theta[:, off : off + width].requires_grad_()
-                b = self.theta[:, off + width : off + 2 * width].requires_grad_()
-                self.leaves += [w, b]
-                self.views.append((w, b))
-            else:
+            if "params" not in op:
                 self.views.append(None)
-        self.decay_segments = [(op[2], op[2] + op[3] * op[4]) for op in self.ops if op[0] == "linear"]
+                continue
+            (lo_w, hi_w), (lo_b, hi_b) = op["params"]["weight"], op["params"]["bias"]
+            shape = op["weight_shape"]
+            self.views.append((
+                self.theta[:, lo_w:hi_w].view(M, *shape).requires_grad_(),
+                self.theta[:, lo_b:hi_b].requires_grad_(),
+                self.grad[:, lo_w:hi_w].view(M, *shape),
+                self.grad[:, lo_b:hi_b],
+            ))
+            matrix = len(shape) > 1  # L2/L1 on weight matrices only, as optim._param_groups and l1_penalty
+            decay[lo_w:hi_w] = float(matrix)
+            self.segments += [(lo_w, hi_w, matrix), (lo_b, hi_b, False)]
+        self.row_views: dict[tuple, tuple] = {}
         cfgs = [m.cfg for m in self.models]
 
         def col(values, shape=(M, 1)):
@@ -342,34 +335,33 @@ class _Stack:
         l1 = [c.optim.l1 for c in cfgs]
         self.l1 = col(l1) * decay if any(l1) else None
         wd = [c.optim.weight_decay for c in cfgs]
-        self.l2 = col(wd) * decay if any(wd) and self.optim != "adamw" else None
-        self.adamw_decay = self.optim == "adamw" and any(wd)
+        self.l2 = col(wd) * decay if any(wd) else None  # for sgd and the unfused adam update
         clip = [c.train.grad_clip if c.train.grad_clip is not None else math.inf for c in cfgs]
         self.clip = col(clip) if any(c.train.grad_clip is not None for c in cfgs) else None
         smooth = [c.train.label_smoothing for c in cfgs]
-        self.smooth = (col([1 - s for s in smooth], (M,)), col([s / self.n_classes for s in smooth], (M,))) \
+        self.smooth = (col([1 - e for e in smooth], (M,)), col([e / self.n_classes for e in smooth], (M,))) \
             if any(smooth) else None
         keep = [1 - c.model.dropout for c in cfgs]
         self.keep = col(keep, (M, 1, 1)) if any(k < 1 for k in keep) else None
-        vmax = max(len(m.val_rows) for m in self.models)
+        n_val = [len(m.val_rows) for m in self.models]
         self.val = None
-        if vmax:
-            rows = np.zeros((M, vmax), np.int64)
-            mask = np.zeros((M, vmax), np.float32)
+        if max(n_val):
+            rows = np.zeros((M, max(n_val)), np.int64)
+            mask = np.zeros((M, max(n_val)), np.float32)
             for r, m in enumerate(self.models):
-                rows[r, : len(m.val_rows)], mask[r, : len(m.val_rows)] = m.val_rows, 1.0
-            count = mask.sum(1)
+                rows[r, : n_val[r]], mask[r, : n_val[r]] = m.val_rows, 1.0
             self.val = (torch.from_numpy(rows).reshape(-1).to(dev), torch.from_numpy(mask).to(dev),
-                        torch.from_numpy(np.maximum(count, 1)).to(dev), count)
+                        col([max(n, 1) for n in n_val], (M,)))
 
     def _keep(self, rows: list[int]) -> None:
-        """Drop the models not in ``rows`` (finished ones): later steps cost only what is still training."""
+        """Keep only the models at ``rows`` (the others have finished)."""
         self.models = [self.models[r] for r in rows]
         if not rows:
             return
         idx = torch.tensor(rows, dtype=torch.long, device=self.dev)
         self.theta = self.theta.detach().index_select(0, idx)
         self.moments = [t.index_select(0, idx) for t in self.moments]
+        self.steps = self.steps.index_select(0, idx)
         self.mean, self.scale = self.mean.index_select(0, idx), self.scale.index_select(0, idx)
         self.running = [[t.index_select(0, idx) for t in pair] for pair in self.running]
         if self.has_es:
@@ -378,32 +370,31 @@ class _Stack:
         self._derive()
 
     # ------------------------------------------------------------------------------------- forward
-    def _forward(self, h: torch.Tensor, mask: torch.Tensor | None = None, count=None, active=None):
-        """Logits ``[M, R, C]`` of ``h [M, R, F]`` (already standardised); ``mask`` given: training mode
-        (dropout on, batch-norm statistics over each model's real rows, running stats updated)."""
+    def _forward(self, h: torch.Tensor, batch: tuple | None = None) -> torch.Tensor:
+        """Logits ``[M, R, C]`` of standardised inputs ``h [M, R, F]``. ``batch = (mask [M, R], count [M],
+        active [M, 1])`` means training mode: dropout on, batch-norm statistics over each model's real
+        rows, running statistics updated for models that have a batch."""
         bn = 0
         for op, views in zip(self.ops, self.views, strict=True):
-            kind = op[0]
+            kind = op["kind"]
             if kind == "linear":
-                w, b = views
-                h = torch.baddbmm(b.unsqueeze(1), h, w)
+                h = _StackedLinear.apply(h, *views)
             elif kind == "act":
-                h = op[2](h)
+                h = op["module"](h)
             elif kind == "dropout":
-                if mask is not None and self.keep is not None:
+                if batch is not None and self.keep is not None:
                     keep = torch.rand(h.shape, generator=self.dropout_gen, device=h.device) < self.keep
                     h = h * keep / self.keep
             elif kind == "ln":
-                w, b = views
-                h = torch.addcmul(b.unsqueeze(1), nn.functional.layer_norm(h, (op[3],), eps=op[4]), w.unsqueeze(1))
+                h = _StackedAffine.apply(nn.functional.layer_norm(h, h.shape[-1:], eps=op["eps"]), *views)
             elif kind == "bn":
-                w, b = views
-                eps, momentum = op[4], op[5]
+                eps, momentum = op["eps"], op["momentum"]
                 run_mean, run_var = self.running[bn]
                 bn += 1
-                if mask is None:
+                if batch is None:
                     h = (h - run_mean.unsqueeze(1)) * torch.rsqrt(run_var.unsqueeze(1) + eps)
                 else:
+                    mask, count, active = batch
                     m, n = mask.unsqueeze(-1), count.view(-1, 1, 1)
                     mu = (h * m).sum(1, keepdim=True) / n
                     d = h - mu
@@ -415,10 +406,10 @@ class _Stack:
                             active, momentum * mu.squeeze(1) + (1 - momentum) * run_mean, run_mean))
                         run_var.copy_(torch.where(
                             active, momentum * unbiased + (1 - momentum) * run_var, run_var))
-                h = torch.addcmul(b.unsqueeze(1), h, w.unsqueeze(1))
+                h = _StackedAffine.apply(h, *views)
         return h
 
-    def _loss(self, logits, target, mask, count):
+    def _loss(self, logits, target, mask, count) -> torch.Tensor:
         """Per-model mean cross-entropy over the real rows, with each model's label smoothing
         (torch's formula: ``(1 - e) * nll + e / C * mean(-sum_c log p_c)``)."""
         logp = torch.log_softmax(logits, -1)
@@ -429,14 +420,17 @@ class _Stack:
         return self.smooth[0] * nll + smooth * self.smooth[1]
 
     # ------------------------------------------------------------------------------------- updates
-    def _tables(self, epoch: int, n_steps: int) -> torch.Tensor:
-        """Per-step, per-model optimizer scalars ``[S, K, M, 1]``, computed in double on the host exactly
-        as torch's optimizers and schedulers do, then rounded to float32 as torch's kernels do. A model
-        with no batch at a step gets values that leave its weights and moments unchanged."""
+    def _tables(self, epoch: int, n_steps: int) -> tuple[torch.Tensor, list[list]]:
+        """Per-step optimizer scalars of every model, computed in double on the host exactly as torch's
+        optimizers and schedulers do: a tensor ``[S, K, M, 1]`` (rounded to float32 as torch's kernels
+        round them) for the vectorised updates, and for the fused Adam kernel, per step, the models
+        grouped by equal scalars ``[((lr, beta1, beta2, eps, weight_decay), rows)]``. A model with no
+        batch at a step gets values that leave its weights and optimizer state unchanged."""
         M = len(self.models)
         adam = self.optim != "sgd"
         table = np.empty((n_steps, 7 if adam else 3, M), np.float64)
         table[:] = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0] if adam else [0.0, 1.0, 0.0])[:, None]
+        calls: list[dict] = [{} for _ in range(n_steps)]
         for r, m in enumerate(self.models):
             o = m.cfg.optim
             for s in range(m.steps):
@@ -444,38 +438,76 @@ class _Stack:
                 lr, cycled = _lr_momentum(m.cfg, k, m.steps)
                 if adam:
                     beta1 = o.beta1 if cycled is None else cycled
+                    calls[s].setdefault((lr, beta1, o.beta2, o.eps, o.weight_decay), []).append(r)
                     step = float(k + 1)
                     bias1, bias2 = 1 - beta1**step, 1 - o.beta2**step
                     table[s, :, r] = (1 - beta1, o.beta2, 1 - o.beta2, -(lr / bias1), bias2**0.5, o.eps,
                                       1 - lr * o.weight_decay)
                 else:
                     table[s, :, r] = (1.0, o.momentum if cycled is None else cycled, -lr)
-        return torch.from_numpy(table).to(torch.float32).unsqueeze(-1).to(self.dev)
+        tensor = torch.from_numpy(table).to(torch.float32).unsqueeze(-1).to(self.dev)
+        return tensor, [[(hyper, tuple(rows)) for hyper, rows in step.items()] for step in calls]
 
     @torch.no_grad()
-    def _update(self, grads, t: torch.Tensor, all_active: bool) -> None:
-        M, theta = len(self.models), self.theta
-        g = torch.cat([gr.reshape(M, -1) for gr in grads], 1)
+    def _update(self, t: torch.Tensor, calls: list, all_active: bool) -> None:
+        """One optimizer step of every model, in the order of fit(): L1 gradient, clipping, the step."""
+        theta, g = self.theta, self.grad
         if self.l1 is not None:  # d/dW of l1 * |W| (weight matrices), as fit's objective adds it
             g.addcmul_(self.l1, theta.sign())
         if self.clip is not None:  # clip_grad_norm_ per model: g * min(clip / (||g|| + 1e-6), 1)
             norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
             g.mul_((self.clip / (norm + 1e-6)).clamp_(max=1.0))
-        if self.l2 is not None:  # coupled weight decay (sgd, adam): grad + wd * param
-            g.addcmul_(self.l2, theta)
-        if self.optim == "sgd":
+        if self.optim == "sgd":  # torch.optim.SGD, single-tensor path
             active, momentum, neg_lr = t
+            if self.l2 is not None:
+                g.addcmul_(self.l2, theta)  # grad + wd * param
             if not all_active:
                 g.mul_(active)
             buf = self.moments[0]
             buf.mul_(momentum).add_(g)  # a zero buffer makes the first step buf = grad, as torch's clone
-            step = g.add(buf * momentum) if self.nesterov else buf
-            theta.add_(step * neg_lr)
-            return
+            theta.add_((g.add(buf * momentum) if self.nesterov else buf) * neg_lr)
+        elif _FUSED_ADAM:
+            self._fused_adam(calls)
+        else:
+            self._adam(t)
+
+    def _fused_adam(self, calls: list) -> None:
+        """torch's fused Adam/AdamW kernel: one pass over memory instead of nine, once per set of models
+        with equal scalars (weight decay in-kernel, on weight matrices only). Same formulas as
+        torch.optim.Adam's default path; the last bit of rounding may differ."""
+        kernel = torch._fused_adamw_ if self.optim == "adamw" else torch._fused_adam_
+        for (lr, beta1, beta2, eps, weight_decay), rows in calls:
+            steps = self._rows(rows, None)
+            torch._foreach_add_(steps, 1)
+            for decayed in (True, False):
+                params, grads, avgs, sqs, counts = self._rows(rows, decayed)
+                kernel(params, grads, avgs, sqs, [], counts, lr=lr, beta1=beta1, beta2=beta2,
+                       weight_decay=weight_decay if decayed else 0.0, eps=eps, amsgrad=False, maximize=False)
+
+    def _rows(self, rows: tuple[int, ...], decayed: bool | None):
+        """Cached per-model views for the fused kernel: params, grads, moments, step counts of the
+        (non-)decayed segments; ``decayed=None``: each model's step count once."""
+        key = (rows, decayed)
+        if key not in self.row_views:
+            if decayed is None:
+                self.row_views[key] = [self.steps[r] for r in rows]
+            else:
+                parts = [(r, lo, hi) for r in rows for lo, hi, d in self.segments if d == decayed]
+                self.row_views[key] = tuple(
+                    [t[r, lo:hi] for r, lo, hi in parts] for t in (self.theta, self.grad, *self.moments)
+                ) + ([self.steps[r] for r, _, _ in parts],)
+        return self.row_views[key]
+
+    def _adam(self, t: torch.Tensor) -> None:
+        """torch.optim.Adam/AdamW single-tensor path, vectorised over models (when no fused kernel)."""
+        theta, g = self.theta, self.grad
         w1, beta2, one_minus_beta2, neg_step, bias2_sqrt, eps, decay = t
-        if self.adamw_decay:  # decoupled: param * (1 - lr * wd) on weight matrices, before the moments
-            for lo, hi in self.decay_segments:
-                theta[:, lo:hi].mul_(decay)
+        if self.l2 is not None and self.optim == "adamw":  # param * (1 - lr * wd), weight matrices
+            for lo, hi, decayed in self.segments:
+                if decayed:
+                    theta[:, lo:hi].mul_(decay)
+        elif self.l2 is not None:
+            g.addcmul_(self.l2, theta)  # grad + wd * param
         exp_avg, exp_avg_sq = self.moments
         exp_avg.lerp_(g, w1)
         exp_avg_sq.mul_(beta2).addcmul_(g * one_minus_beta2, g)
@@ -483,8 +515,20 @@ class _Stack:
         theta.addcdiv_(exp_avg * neg_step, denom)
 
     # ------------------------------------------------------------------------------------ the loop
+    def run(self) -> list[FitResult]:
+        for epoch in range(1, max(m.cfg.train.epochs for m in self.models) + 1):
+            self._epoch(epoch)
+            if not self.models:
+                break
+        seconds = time.perf_counter() - self.start
+        results = [result for _, result in sorted(self.finished, key=lambda pair: pair[0])]
+        for result in results:
+            result.seconds, result.info["group_seconds"] = seconds / self.group_size, seconds
+        return results
+
     def _plan(self) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
-        """This epoch's batches: global row ids ``[S, M*W]``, row mask ``[S, M, W]``, counts per step."""
+        """This epoch's batches, fit()'s order per model: row ids ``[S, M*W]``, row mask ``[S, M, W]``,
+        and the number of real rows per step and model (0: no batch)."""
         M, W = len(self.models), self.width
         S = max(m.steps for m in self.models)
         rows = np.zeros((S, M, W), np.int64)
@@ -500,48 +544,34 @@ class _Stack:
         return (torch.from_numpy(rows.reshape(S, M * W)).to(self.dev), torch.from_numpy(mask).to(self.dev),
                 counts)
 
-    def run(self) -> list[FitResult]:
-        last_epoch = max(m.cfg.train.epochs for m in self.models)
-        for epoch in range(1, last_epoch + 1):
-            self._epoch(epoch)
-            if not self.models:
-                break
-        seconds = time.perf_counter() - self.start
-        results = sorted(self.finished, key=lambda pair: pair[0])
-        for _, result in results:
-            result.seconds = seconds / self.group_size
-            result.info["group_seconds"] = seconds
-        return [result for _, result in results]
-
     def _epoch(self, epoch: int) -> None:
         M, W, F = len(self.models), self.width, self.X.shape[1]
         rows, mask, counts = self._plan()
-        tables = self._tables(epoch, len(counts))
+        tables, calls = self._tables(epoch, len(counts))
         count = mask.sum(-1).clamp(min=1)  # [S, M]; a model without a batch divides 0 by 1
+        active = mask[:, :, :1] > 0  # [S, M, 1]
         losses = torch.zeros(len(counts), M, device=self.dev)
         correct = torch.zeros(len(counts), M, device=self.dev)
         for s in range(len(counts)):
-            all_active = min(counts[s]) > 0
-            active = None if not self.running else (mask[s, :, 0] > 0).unsqueeze(1)
             xb = (self.X.index_select(0, rows[s]).view(M, W, F) - self.mean) / self.scale
             yb = self.y.index_select(0, rows[s]).view(M, W)
-            logits = self._forward(xb, mask[s], count[s], active)
+            logits = self._forward(xb, (mask[s], count[s], active[s]))
             loss = self._loss(logits, yb, mask[s], count[s])
-            grads = torch.autograd.grad(loss.sum(), self.leaves)
-            self._update(grads, tables[s], all_active)
+            loss.sum().backward()  # the layers write every model's gradients into self.grad
+            self._update(tables[s], calls[s], min(counts[s]) > 0)
             with torch.no_grad():
                 losses[s] = loss
                 correct[s] = ((logits.argmax(-1) == yb) * mask[s]).sum(1)
-        val = self._validate()
-        self._bookkeep(epoch, losses.tolist(), correct.tolist(), counts, val)
+        self._bookkeep(epoch, losses.tolist(), correct.tolist(), counts, self._validate())
 
     @torch.no_grad()
     def _validate(self) -> tuple[list[float], list[float]] | None:
+        """Every model on its own early-stopping rows, in eval mode: fit()'s ``_evaluate``."""
         if self.val is None:
             return None
-        rows, mask, count, _ = self.val
-        M = len(self.models)
-        xb = (self.X.index_select(0, rows).view(M, -1, self.X.shape[1]) - self.mean) / self.scale
+        rows, mask, count = self.val
+        M, F = len(self.models), self.X.shape[1]
+        xb = (self.X.index_select(0, rows).view(M, -1, F) - self.mean) / self.scale
         yb = self.y.index_select(0, rows).view(M, -1)
         logits = self._forward(xb)
         logp = torch.log_softmax(logits, -1)
@@ -554,7 +584,7 @@ class _Stack:
         improved, leaving = [], []
         for r, m in enumerate(self.models):
             total_loss, total_correct, seen = 0.0, 0, 0
-            for s in range(m.steps):
+            for s in range(m.steps):  # the same float64 sum, in the same order, as fit()
                 total_loss += losses[s][r] * counts[s][r]
                 total_correct += int(correct[s][r])
                 seen += counts[s][r]
@@ -562,12 +592,11 @@ class _Stack:
             es = m.cfg.train.early_stopping
             if not math.isfinite(total_loss):
                 m.history.append({"epoch": epoch, "train_loss": float("nan")})
-                m.stopped = m.diverged = done = True
+                m.stopped = m.diverged = True
                 leaving.append(r)
                 continue
-            lr, _ = _lr_momentum(m.cfg, epoch * m.steps, m.steps)
-            record = {"epoch": epoch, "lr": lr, "train_loss": total_loss / seen,
-                      "train_accuracy": total_correct / seen}
+            record = {"epoch": epoch, "lr": _lr_momentum(m.cfg, epoch * m.steps, m.steps)[0],
+                      "train_loss": total_loss / seen, "train_accuracy": total_correct / seen}
             if len(m.val_rows):
                 record["val_loss"], record["val_accuracy"] = val[0][r], val[1][r]
             m.history.append(record)
@@ -575,9 +604,8 @@ class _Stack:
                 m.stopped = m.pruned = done = True
             elif es is not None:
                 value = record[es.monitor]
-                better = value > m.best_value + es.min_delta if es.monitor == "val_accuracy" \
-                    else value < m.best_value - es.min_delta
-                if better:
+                if (value > m.best_value + es.min_delta if es.monitor == "val_accuracy"
+                        else value < m.best_value - es.min_delta):
                     m.best_value, m.best_epoch, m.bad_epochs = value, epoch, 0
                     m.best_updates = epoch * m.steps
                     improved.append(r)
@@ -596,33 +624,26 @@ class _Stack:
         if leaving:
             for r in leaving:
                 self._finish(r, epoch)
-            self._keep([r for r in range(len(self.models)) if r not in set(leaving)])
+            self._keep([r for r in range(len(self.models)) if r not in leaving])
 
     def _finish(self, r: int, epoch: int) -> None:
-        """Unstack model ``r`` into its nn.Sequential (best state if early stopping kept one)."""
+        """Unstack model ``r`` into its nn.Sequential (the best state if early stopping kept one)."""
         m = self.models[r]
         best = m.best_updates is not None
         theta = (self.best_theta if best else self.theta).detach()[r].cpu()
-        running = self.best_running if best else self.running
-        updates = m.best_updates if best else epoch * m.steps
-        bn = 0
+        running = iter(self.best_running if best else self.running)
         with torch.no_grad():
             for op in self.ops:
-                mod = m.model[op[1]]
-                if op[0] == "linear":
-                    _, _, off, n_in, n_out = op
-                    mod.weight.copy_(theta[off : off + n_in * n_out].view(n_in, n_out).T)
-                    mod.bias.copy_(theta[off + n_in * n_out : off + n_in * n_out + n_out])
-                elif op[0] in ("ln", "bn"):
-                    mod.weight.copy_(theta[op[2] : op[2] + op[3]])
-                    mod.bias.copy_(theta[op[2] + op[3] : op[2] + 2 * op[3]])
-                if op[0] == "bn":
-                    mod.running_mean.copy_(running[bn][0][r].cpu())
-                    mod.running_var.copy_(running[bn][1][r].cpu())
-                    mod.num_batches_tracked.fill_(updates)
-                    bn += 1
+                mod = m.model[op["index"]]
+                for name, (lo, hi) in op.get("params", {}).items():
+                    getattr(mod, name).copy_(theta[lo:hi].view_as(getattr(mod, name)))
+                if op["kind"] == "bn":
+                    run_mean, run_var = next(running)
+                    mod.running_mean.copy_(run_mean[r].cpu())
+                    mod.running_var.copy_(run_var[r].cpu())
+                    mod.num_batches_tracked.fill_(m.best_updates if best else epoch * m.steps)
         es = m.cfg.train.early_stopping
-        result = FitResult(
+        self.finished.append((m.index, FitResult(
             model=m.model.eval(),
             history=m.history,
             best_epoch=m.best_epoch if es else len(m.history),
@@ -632,33 +653,86 @@ class _Stack:
             seconds=0.0,
             info={"steps_per_epoch": m.steps, "diverged": m.diverged, "pruned": m.pruned, "batched": True,
                   "group_size": self.group_size},
-        )
-        self.finished.append((m.index, result))
+        )))
 
 
-def _parse(model: nn.Sequential) -> tuple[list[tuple], int] | None:
-    """The stacked program for ``build_model``'s MLP: one op per layer, with offsets into ``theta``.
-    None when the model has a layer this module cannot stack (the jobs then go to fit())."""
-    ops: list[tuple] = []
+class _StackedLinear(torch.autograd.Function):
+    """``h @ w^T + b`` for ``h [M, R, in]``, ``w [M, out, in]``: one nn.Linear per model.
+
+    The backward writes the weight and bias gradients into the stack's flat gradient buffer (``gw``,
+    ``gb``: views of it) and returns only the input gradient. Every product is arranged to have a wide
+    result: MKL's small batched GEMMs are up to 5x slower when the result has few columns (the
+    classifier's ``out`` = n_classes), so a narrowing layer computes ``(w @ h^T)^T`` and the weight
+    gradient is always ``g^T @ h``.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, b, gw, gb):
+        ctx.save_for_backward(h, w)
+        ctx.targets = (gw, gb)
+        n_out, n_in = w.shape[1:]
+        if n_out < n_in or n_out < 32:
+            return torch.baddbmm(b.unsqueeze(2), w, h.transpose(1, 2)).transpose(1, 2).contiguous()
+        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        gw, gb = ctx.targets
+        torch.bmm(g.transpose(1, 2), h, out=gw)
+        torch.sum(g, 1, out=gb)
+        return (torch.bmm(g, w) if ctx.needs_input_grad[0] else None), None, None, None, None
+
+
+class _StackedAffine(torch.autograd.Function):
+    """``h * w + b`` per model (the affine part of LayerNorm/BatchNorm1d), ``w, b [M, H]``; gradients of
+    ``w`` and ``b`` go to the flat buffer like :class:`_StackedLinear`'s."""
+
+    @staticmethod
+    def forward(ctx, h, w, b, gw, gb):
+        ctx.save_for_backward(h, w)
+        ctx.targets = (gw, gb)
+        return torch.addcmul(b.unsqueeze(1), h, w.unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        gw, gb = ctx.targets
+        torch.sum(g * h, 1, out=gw)
+        torch.sum(g, 1, out=gb)
+        return g * w.unsqueeze(1), None, None, None, None
+
+
+def _parse(model: nn.Sequential) -> tuple[list[dict], int] | None:
+    """The stacked program of ``build_model``'s MLP: one op per layer, parameters as ``(lo, hi)`` ranges of
+    a row of theta. None when the model has a layer this module cannot stack (its jobs go to fit())."""
+    ops: list[dict] = []
     offset = 0
+
+    def params(mod: nn.Module) -> dict:
+        nonlocal offset
+        spans = {}
+        for name in ("weight", "bias"):
+            size = getattr(mod, name).numel()
+            spans[name] = (offset, offset + size)
+            offset += size
+        return {"params": spans, "weight_shape": tuple(mod.weight.shape)}
+
     for i, mod in enumerate(model):
         if isinstance(mod, Standardize | nn.Flatten | nn.Identity):
             continue  # inputs are flattened and standardised per model before the first layer
-        if isinstance(mod, nn.Linear) and mod.bias is not None:
-            ops.append(("linear", i, offset, mod.in_features, mod.out_features))
-            offset += mod.in_features * mod.out_features + mod.out_features
-        elif isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1 and mod.weight is not None \
+        if type(mod) is nn.Linear and mod.bias is not None:
+            ops.append({"kind": "linear", "index": i, **params(mod)})
+        elif type(mod) is nn.LayerNorm and len(mod.normalized_shape) == 1 and mod.weight is not None \
                 and mod.bias is not None:
-            ops.append(("ln", i, offset, mod.normalized_shape[0], mod.eps))
-            offset += 2 * mod.normalized_shape[0]
+            ops.append({"kind": "ln", "index": i, "eps": mod.eps, **params(mod)})
         elif type(mod) is nn.BatchNorm1d and mod.affine and mod.track_running_stats \
                 and mod.momentum is not None:
-            ops.append(("bn", i, offset, mod.num_features, mod.eps, mod.momentum))
-            offset += 2 * mod.num_features
+            ops.append({"kind": "bn", "index": i, "eps": mod.eps, "momentum": mod.momentum, **params(mod)})
         elif type(mod) is nn.Dropout:
-            ops.append(("dropout", i))
-        elif isinstance(mod, _ACTIVATIONS):
-            ops.append(("act", i, mod))
+            ops.append({"kind": "dropout", "index": i})
+        elif type(mod) in _ACTIVATIONS:
+            ops.append({"kind": "act", "index": i, "module": mod})
         else:
             return None
     return ops, offset

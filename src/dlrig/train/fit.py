@@ -81,6 +81,46 @@ def early_stopping_split(
     return np.sort(fit_idx), np.sort(val_idx)
 
 
+def _training_loss(y_fit: np.ndarray, n_classes: int, tcfg: TrainParams) -> nn.Module:
+    """Plain (smoothed) cross-entropy, or the robust / imbalance-aware loss params choose; class weights
+    and the class prior come from the gradient rows' labels only."""
+    if tcfg.loss.name == "ce" and tcfg.class_weight == "none":
+        return nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
+    from dlrig.labels.imbalance import class_weights
+    from dlrig.train.losses import build_loss
+
+    weight = None if tcfg.class_weight == "none" else class_weights(y_fit, n_classes, tcfg.class_weight)
+    lcfg = tcfg.loss
+    prior = None
+    if lcfg.name == "logit_adjusted":
+        # Laplace-smoothed: a class absent from the gradient rows (possible at extreme imbalance) keeps a
+        # finite log-prior instead of -inf.
+        prior = (np.bincount(y_fit, minlength=n_classes) + 1.0) / (len(y_fit) + n_classes)
+    return build_loss(lcfg.name, n_classes=n_classes, label_smoothing=tcfg.label_smoothing,
+                      class_weight=weight, gce_q=lcfg.gce_q, sce_alpha=lcfg.sce_alpha, sce_beta=lcfg.sce_beta,
+                      focal_gamma=lcfg.focal_gamma, class_prior=prior, tau=lcfg.tau)
+
+
+def _drop_label_issues(X: np.ndarray, y: np.ndarray, fit_idx: np.ndarray, n_classes: int, config: FitConfig,
+                       seed: int, device: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Confident learning inside the gradient rows: out-of-fold probabilities from sub-fits on those rows
+    only, then drop the rows whose label is confidently contradicted."""
+    from dlrig.labels.detect import find_label_issues, out_of_fold_proba
+
+    inner = config.with_overrides({"train.noise_filter": "none"})
+
+    def fit_predict(tr: np.ndarray, pr: np.ndarray) -> np.ndarray:
+        rows = fit_idx[tr]
+        model = fit(X[rows], y[rows], n_classes, inner, seed, device=device).model
+        return predict_proba(model, X[fit_idx[pr]])
+
+    proba = out_of_fold_proba(fit_predict, y[fit_idx], config.train.noise_filter_folds, seed)
+    issues = find_label_issues(y[fit_idx], proba, n_classes)
+    keep = ~issues["issue_mask"]
+    summary = {"dropped": int((~keep).sum()), "estimated_noise_rate": issues["summary"]["noise_rate"]}
+    return fit_idx[keep], summary
+
+
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     """Sum of |w| over weight matrices and kernels (not biases, norms or the scaler buffers)."""
     return sum(
@@ -138,25 +178,36 @@ def fit(
     dev = resolve_device(device)
 
     fit_idx, val_idx = early_stopping_split(y, tcfg, seed)
+    info: dict[str, Any] = {}
+    if tcfg.noise_filter == "drop":
+        fit_idx, info["noise_filter"] = _drop_label_issues(X, y, fit_idx, n_classes, config, seed, device)
     mean, scale = fit_standardizer(X[fit_idx], tcfg.standardize)
+    loss_fn = _training_loss(y[fit_idx], n_classes, tcfg)
+    # Resampling draws from the gradient rows only (never the early-stopping or any held-out rows), after
+    # the scaler was fitted on them as they are.
+    step_idx = fit_idx
+    if tcfg.resample != "none":
+        from dlrig.labels.imbalance import resample_indices
+
+        step_idx = fit_idx[resample_indices(y[fit_idx], n_classes, tcfg.resample, seed)]
+        info["resampled_rows"] = int(len(step_idx))
 
     model = build_model(config.model, X.shape[1:], n_classes)
     model[0].mean.copy_(torch.from_numpy(mean))
     model[0].scale.copy_(torch.from_numpy(scale))
     model.to(dev)
 
-    X_fit = torch.as_tensor(X[fit_idx], device=dev)
-    y_fit = torch.as_tensor(y[fit_idx], device=dev)
+    X_fit = torch.as_tensor(X[step_idx], device=dev)
+    y_fit = torch.as_tensor(y[step_idx], device=dev)
     X_val = torch.as_tensor(X[val_idx], device=dev)
     y_val = torch.as_tensor(y[val_idx], device=dev)
 
-    n = len(fit_idx)
+    n = len(step_idx)
     batch_size = min(tcfg.batch_size, n)
     # Drop a last batch of one sample: batch norm cannot normalise a batch of size 1.
     steps_per_epoch = max(1, n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size))
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.schedule, config.optim.lr, tcfg.epochs, steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
     eval_loss = nn.CrossEntropyLoss()  # validation loss is the plain loss, comparable across settings
     l1 = config.optim.l1
 
@@ -227,6 +278,7 @@ def fit(
         val_index=val_idx,
         seconds=time.perf_counter() - start,
         info={
+            **info,
             "steps_per_epoch": steps_per_epoch,
             "diverged": not math.isfinite(total_loss),
             "pruned": pruned,

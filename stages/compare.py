@@ -1,0 +1,49 @@
+"""compare: the tuned model against the baselines in ``params.compare`` -- on the same outer folds
+(corrected resampled t-test, Bayesian correlated t-test, naive t-test for contrast), on the held-out
+test predictions (McNemar), and by 5x2cv on the training split.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+
+from dlrig.cli import run_stage
+from dlrig.data.dataset import Dataset
+from dlrig.evaluate.baselines import compare_with_baselines
+from dlrig.evaluate.compare import markdown_table
+from dlrig.io import load_json, save_json, save_text
+from dlrig.params import load_params
+from dlrig.train.checkpoint import load_model
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--train", default="data/processed/train_labels.npz")
+    ap.add_argument("--test", default="data/processed/test.npz")
+    ap.add_argument("--meta", default="data/raw/meta.json")
+    ap.add_argument("--model", default="models/model.pt")
+    ap.add_argument("--folds", default="reports/cv/folds.json")
+    ap.add_argument("--out", default="reports/compare.json")
+    ap.add_argument("--table", default="reports/compare.md")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    torch.set_num_threads(params.compute.torch_threads)
+    train, test = Dataset.load(args.train, args.meta), Dataset.load(args.test, args.meta)
+    folds = load_json(args.folds)
+    model, ckpt = load_model(args.model)
+    selected = ckpt["extra"].get("selected", {})
+    print(f"compare: tuned model vs {sorted(params.compare.baselines) or 'no baselines'}")
+    result = compare_with_baselines(params, train, test, folds, selected, model)
+    save_json(args.out, result)
+    table = markdown_table(result["baselines"], result["reference"], result["metric"])
+    save_text(args.table, f"# Tuned model vs baselines ({result['metric']})\n\n{table}")
+    print(table)
+
+
+if __name__ == "__main__":
+    run_stage(main)
