@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "calibration": calib,
     })
     write_plot_data(args.plots, test.y, proba, test.classes)
-    for name, rows in curves.items():  # before / after temperature scaling, non-empty bins
-        save_json(f"{args.plots}/reliability_{name}.json", [r for r in rows if r["count"]])
+    for name in ("before", "after"):  # temperature scaling; "after" is empty when no T could be fitted
+        save_json(f"{args.plots}/reliability_{name}.json", [r for r in curves.get(name, []) if r["count"]])
     ci = metrics["ci95"]["accuracy"]
     scaled = ""
     if "temperature" in calib:

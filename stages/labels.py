@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     save_npz(args.out, **arrays)
     save_json(args.report, report)
     print(f"labels: {report['n_after']} of {report['n_before']} training rows kept "
-          f"(imbalance ratio {report['imbalance']['ratio']}), "
+          f"(imbalance ratio {report['imbalance']['ratio']:.3g}), "
           f"{report['noise']['n_flipped']} labels flipped -> {args.out}")
 
 

@@ -38,9 +38,15 @@ def repo(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, repo / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"]["epochs"] = 8  # shrunken: the numbers still have to be real
+    # Shrunken: fewer epochs, folds and baselines; the numbers still have to be real.
+    params["train"]["epochs"] = 8
+    params["cv"].update(outer_folds=3, inner_folds=2)
+    params["search"]["space"] = {"optim.lr": [0.001, 0.003]}
+    params["compare"]["baselines"] = {"logistic_regression": {"estimator": "logistic_regression"}}
+    params["compare"]["five_by_two"] = False
+    params["compute"]["cache_dir"] = ".cache/dlrig"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text(".venv/\n__pycache__/\n")
+    (repo / ".gitignore").write_text(".venv/\n__pycache__/\n.cache/\n")
     sh("git", "init", "-q", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
@@ -49,7 +55,10 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_and_scores_well(repo):
     proc = sh("dvc", "repro", cwd=repo)
-    assert ran_stages(proc) == ["prepare", "validate", "split", "train", "evaluate", "report"]
+    stages = ran_stages(proc)
+    assert sorted(stages) == sorted(["prepare", "validate", "split", "labels", "detect", "train", "evaluate",
+                                     "compare", "report"])
+    assert stages.index("train") < stages.index("evaluate") < stages.index("report")
     metrics = json.loads((repo / "reports/metrics.json").read_text())["test"]
     assert metrics["n"] == 360 and metrics["accuracy"] > 0.9  # 8 epochs on digits; chance is 0.1
     validation = json.loads((repo / "reports/validation.json").read_text())

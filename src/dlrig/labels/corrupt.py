@@ -31,13 +31,15 @@ def corrupt_training_labels(
         kept = induce_imbalance(train.y, K, cfg.imbalance.profile, cfg.imbalance.ratio, seed,
                                 minority=cfg.imbalance.minority)
     out = train.subset(kept)
-    report["imbalance"] = {"profile": cfg.imbalance.profile, "ratio": cfg.imbalance.ratio,
+    report["imbalance"] = {"profile": cfg.imbalance.profile, "requested_ratio": cfg.imbalance.ratio,
                            **imbalance_summary(out.y, K)}
     y_clean = out.y.copy()
     flipped = np.zeros(len(y_clean), dtype=bool)
     if cfg.noise.kind != "none" and cfg.noise.rate > 0:
         out.y, flipped = inject_noise(y_clean, K, cfg.noise.kind, cfg.noise.rate, seed + 1,
                                       mapping=cfg.noise.mapping)
-    report["noise"] = {"kind": cfg.noise.kind, "rate": cfg.noise.rate, **noise_summary(y_clean, out.y, K)}
+    # "rate" (from the summary) is the realised flip rate; "requested_rate" is what params asked for.
+    report["noise"] = {"kind": cfg.noise.kind, "requested_rate": cfg.noise.rate,
+                       **noise_summary(y_clean, out.y, K)}
     report["n_after"] = int(len(out.y))
     return out, report, {"y_clean": y_clean, "flipped": flipped, "source_index": kept}

@@ -97,7 +97,7 @@ def _baseline_table(name: str, entry: Mapping[str, Any], reference: str, metric:
     )
     return (
         f"<h3>{esc(reference)} vs <code>{esc(name)}</code> ({esc(entry.get('estimator', '?'))})</h3>"
-        "<table><thead><tr><th>Test</th><th>Result</th><th>Verdict</th></tr></thead>"
+        '<table class="tests"><thead><tr><th>Test</th><th>Result</th><th>Verdict</th></tr></thead>'
         f"<tbody>{body}</tbody></table>"
     )
 

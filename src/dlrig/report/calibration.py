@@ -28,7 +28,8 @@ def missing_calibration_keys(calib: Any) -> list[str]:
     return [k for k in keys if k not in calib]
 
 
-def calibration_section(calib: Mapping[str, Any], n_test: int, png: bytes) -> str:
+def calibration_section(calib: Mapping[str, Any], n_test: int, n_val: Any, png: bytes) -> str:
+    """``n_val``: the early-stopping rows the training history reports (to say why no T was fitted)."""
     scaled = "temperature" in calib
     ece, bins = calib["ece"], int(calib["n_bins"])
     facts = [("ECE, test split" + (" (before temperature scaling)" if scaled else ""), esc(pct(ece)))]
@@ -36,9 +37,9 @@ def calibration_section(calib: Mapping[str, Any], n_test: int, png: bytes) -> st
         t, after = float(calib["temperature"]), calib["ece_scaled"]
         direction = "softens over-confident" if t > 1 else "sharpens under-confident" if t < 1 else "leaves"
         facts += [
+            ("ECE, test split, after temperature scaling", esc(pct(after))),
             ("Temperature T", esc(f"{num(t)} (divides the logits: T > 1 softens, T < 1 sharpens)")),
-            ("Fitted on", esc(f"{num(int(calib['fitted_on']))} training rows held out for early stopping")),
-            ("ECE after temperature scaling", esc(pct(after))),
+            ("T fitted on", esc(f"{num(int(calib['fitted_on']))} training rows held out for early stopping")),
         ]
         change = "lowered" if after < ece else "did not lower"
         text = (
@@ -47,6 +48,12 @@ def calibration_section(calib: Mapping[str, Any], n_test: int, png: bytes) -> st
             f"scored. T = {t:.2f} {direction} probabilities and {change} the test ECE from {pct(ece)} to "
             f"{pct(after)}. Dividing every logit by one T never changes which class is predicted, so "
             "accuracy and the per-class results are the same after it."
+        )
+    elif isinstance(n_val, int) and n_val > 0:
+        text = (
+            f"No temperature was fitted, although the final fit held out {num(n_val)} rows for early "
+            "stopping: the checkpoint does not list them (it predates the train stage recording them). "
+            "Re-run the train and evaluate stages to fit T on them."
         )
     else:
         text = (

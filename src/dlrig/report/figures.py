@@ -1,4 +1,4 @@
-"""Report figures from saved results: learning curves, confusion matrix, per-class recall.
+"""Report figures from saved results: learning curves, confusion matrix, per-class recall, reliability.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot: no
 global backend switch (importing dlrig in a notebook leaves its backend alone), no figure registry to
@@ -295,7 +295,7 @@ def reliability_figure(
         if rows:
             ax_n.set_yscale("log")
         ax_n.grid(axis="x", visible=False)
-        ax_n.set_ylabel("samples")
+        ax_n.set_ylabel("samples (log)" if rows else "samples")
         ax_n.set_xlabel("mean confidence in the bin (probability of the predicted class)")
         ax_n.xaxis.set_major_formatter(PercentFormatter(1.0))
         return save_png(fig, path, dpi)

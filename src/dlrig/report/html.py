@@ -1,8 +1,11 @@
 """The human report: one self-contained HTML page built from the files earlier stages saved.
 
-It tells the story in order: the headline (the nested-CV estimate beside the held-out test score), how
-the hyperparameters were selected and how far to trust that choice, how the final training went, the
-per-class results, and the data checks. Nothing is re-trained or re-scored here.
+It tells the story in order: the headline (the nested-CV estimate beside the held-out test scores, each
+with its interval), how the hyperparameters were selected and how far to trust that choice, how the tuned
+model compares with the baselines, how the final training went, how well calibrated its probabilities
+are, the per-class results, what was done to the labels and what label checks found, and the data checks.
+Each long section lives in its own module (selection, baselines, calibration, labels); this one reads and
+checks the inputs and assembles the page. Nothing is re-trained or re-scored here.
 
 The page embeds its figures as base64 PNGs and its CSS inline, loads nothing from anywhere and needs
 no JavaScript, so it can be mailed, archived or opened offline.
@@ -22,8 +25,16 @@ import dlrig
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_text
 from dlrig.params import ReportParams, read_yaml
+from dlrig.report.baselines import baselines_section, check_compare
+from dlrig.report.calibration import calibration_section, missing_calibration_keys
 from dlrig.report.cv_figures import outer_fold_scores, score_vs_hyperparameters, trial_history
-from dlrig.report.figures import confusion_matrix_figure, learning_curves, per_class_recall_figure
+from dlrig.report.figures import (
+    confusion_matrix_figure,
+    learning_curves,
+    per_class_recall_figure,
+    reliability_figure,
+)
+from dlrig.report.labels import STUDY_COMMAND, STUDY_REL, check_labels, check_study, labels_section
 from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, pct, plain
 from dlrig.report.selection import selection_section
 
@@ -35,8 +46,18 @@ INPUTS = {
     "metrics": ("metrics.json", "evaluate"),
     "cv": ("cv/summary.json", "train"),
     "folds": ("cv/folds.json", "train"),
+    "reliability_before": ("plots/reliability_before.json", "evaluate"),
+    "compare": ("compare.json", "compare"),
+    "labels": ("labels.json", "labels"),
+    "detect": ("detect.json", "detect"),
 }
-LIST_INPUTS = {"folds"}  # JSON arrays; every other input is an object
+# Read when present: the evaluate stage writes the first exactly when it fitted a temperature (and the
+# report then requires it); the label study is optional and not part of the default pipeline.
+OPTIONAL_INPUTS = {
+    "reliability_after": ("plots/reliability_after.json", "evaluate"),
+    "study": (STUDY_REL, STUDY_COMMAND),
+}
+LIST_INPUTS = {"folds", "reliability_before", "reliability_after"}  # JSON arrays; the others are objects
 FIGURES = {
     "curves": "learning_curves.png",
     "recall": "per_class_recall.png",
@@ -44,15 +65,21 @@ FIGURES = {
     "cv_params": "cv_scores_vs_hyperparameters.png",
     "cv_folds": "cv_outer_folds.png",
     "cv_history": "cv_trial_history.png",
+    "reliability": "reliability.png",
 }
 CV_KEYS = ("metric", "depth", "mean", "std", "ci95", "final", "space", "analysis")
 FOLD_KEYS = ("fold", "best_config", "best_inner_score", "outer_score")
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "n")
+CI_KEYS = ("accuracy", "balanced_accuracy", "macro_f1")  # test.ci95: evaluate's bootstrap intervals
 
 
 # ------------------------------------------------------------------------------------------ inputs
+def _writer(stage: str) -> str:
+    return stage if stage.startswith("`") else f"the {stage} stage"
+
+
 def _load_input(reports_dir: Path, name: str) -> Any:
-    rel, stage = INPUTS[name]
+    rel, stage = INPUTS.get(name) or OPTIONAL_INPUTS[name]
     path = reports_dir / rel
     if not path.is_file():
         raise UserError(
@@ -62,10 +89,31 @@ def _load_input(reports_dir: Path, name: str) -> Any:
     kind = list if name in LIST_INPUTS else dict
     if not isinstance(data, kind):
         raise UserError(
-            f"{path}: expected a JSON {'array' if kind is list else 'object'} (written by the {stage} "
-            f"stage), got {type(data).__name__}"
+            f"{path}: expected a JSON {'array' if kind is list else 'object'} (written by "
+            f"{_writer(stage)}), got {type(data).__name__}"
         )
     return data
+
+
+def _check_metrics(path: Path, metrics: Mapping[str, Any], classes: list[str]) -> None:
+    test = metrics["test"]
+    ci = test.get("ci95") if isinstance(test.get("ci95"), dict) else {}
+    bad = [k for k in CI_KEYS if not (isinstance(ci.get(k), dict) and {"low", "high"} <= ci[k].keys())]
+    if bad:
+        raise UserError(f"{path}: test.ci95 lacks the interval of {bad} (re-run the evaluate stage)")
+    missing = missing_calibration_keys(metrics.get("calibration"))
+    if missing:
+        raise UserError(f"{path}: calibration lacks {missing} (re-run the evaluate stage)")
+    cm = test["confusion_matrix"]
+    if not (
+        isinstance(cm, list)
+        and len(cm) == len(classes)
+        and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
+    ):
+        raise UserError(
+            f"{path}: test.confusion_matrix must be {len(classes)}x{len(classes)} "
+            f"for classes {classes} (re-run the evaluate stage)"
+        )
 
 
 def _check_cv(reports_dir: Path, summary: Mapping[str, Any], folds: list[Any]) -> None:
@@ -98,17 +146,17 @@ def load_inputs(reports_dir: str | Path, params_path: str | Path) -> dict[str, A
     history = inputs["history"].get("history")
     if not isinstance(history, list):
         raise UserError(f"{reports_dir / INPUTS['history'][0]}: missing the 'history' list (re-run train)")
-    classes = _classes(test)
-    cm = test["confusion_matrix"]
-    if not (
-        isinstance(cm, list)
-        and len(cm) == len(classes)
-        and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
-    ):
-        raise UserError(
-            f"{metrics_path}: test.confusion_matrix must be {len(classes)}x{len(classes)} "
-            f"for classes {classes} (re-run the evaluate stage)"
-        )
+    _check_metrics(metrics_path, inputs["metrics"], _classes(test))
+    check_compare(reports_dir / INPUTS["compare"][0], inputs["compare"])
+    labels_path, detect_path = reports_dir / INPUTS["labels"][0], reports_dir / INPUTS["detect"][0]
+    check_labels(labels_path, inputs["labels"], detect_path, inputs["detect"])
+    # After temperature scaling: required exactly when a temperature was fitted.
+    scaled = "temperature" in inputs["metrics"]["calibration"]
+    inputs["reliability_after"] = _load_input(reports_dir, "reliability_after") if scaled else None
+    study_path = reports_dir / OPTIONAL_INPUTS["study"][0]
+    inputs["study"] = _load_input(reports_dir, "study") if study_path.is_file() else None
+    if inputs["study"] is not None:
+        check_study(study_path, inputs["study"])
     raw_params = read_yaml(params_path)
     if raw_params is not None and not isinstance(raw_params, dict):
         raise UserError(f"{params_path}: must be a mapping of sections")
@@ -167,22 +215,45 @@ def _cv_estimate(cv: Mapping[str, Any], test: Mapping[str, Any]) -> str:
     )
 
 
+def _interval(test: Mapping[str, Any], metric: str) -> str:
+    """95% CI 95.83%–98.89%: the evaluate stage's bootstrap interval, in the card's own format."""
+    low, high = (float(test["ci95"][metric][k]) for k in ("low", "high"))
+    if metric in ("accuracy", "balanced_accuracy"):
+        return f"95% CI {100 * low:.1f}–{100 * high:.1f}%"
+    return f"95% CI {low:.3f}–{high:.3f}"
+
+
 def _headline(test: Mapping[str, Any], classes: list[str], cv: Mapping[str, Any]) -> str:
     cards = [
-        ("Accuracy", pct(test["accuracy"]), "share of test samples classified correctly"),
-        ("Balanced accuracy", pct(test["balanced_accuracy"]), "mean recall over classes"),
-        ("Macro-F1", num(test["macro_f1"]), "unweighted mean F1 over classes"),
-        ("Log loss", num(test["log_loss"]), "mean negative log-probability of the true class"),
-        ("Test samples", num(int(test["n"])), f"{len(classes)} classes"),
+        (
+            "Accuracy",
+            pct(test["accuracy"]),
+            _interval(test, "accuracy"),
+            "share of test samples classified correctly",
+        ),
+        (
+            "Balanced accuracy",
+            pct(test["balanced_accuracy"]),
+            _interval(test, "balanced_accuracy"),
+            "mean recall over classes",
+        ),
+        ("Macro-F1", num(test["macro_f1"]), _interval(test, "macro_f1"), "unweighted mean F1 over classes"),
+        ("Log loss", num(test["log_loss"]), "", "mean negative log-probability of the true class"),
+        ("Test samples", num(int(test["n"])), "", f"{len(classes)} classes"),
     ]
     body = "".join(
-        f'<div class="card"><div class="label">{esc(label)}</div>'
-        f'<div class="value">{esc(value)}</div><div class="hint">{esc(hint)}</div></div>'
-        for label, value, hint in cards
+        f'<div class="card"><div class="label">{esc(label)}</div><div class="value">{esc(value)}</div>'
+        + (f'<div class="ci">{esc(ci)}</div>' if ci else "")
+        + f'<div class="hint">{esc(hint)}</div></div>'
+        for label, value, ci, hint in cards
+    )
+    note = (
+        "Intervals: 95% percentile bootstrap over the test samples (resampled with replacement; the "
+        "model is fixed), so they show how much the score would move on another test set of this size."
     )
     return (
         f'<section id="headline"><h2>Headline</h2>{_cv_estimate(cv, test)}'
-        f'<h3>Held-out test set</h3><div class="cards">{body}</div></section>'
+        f'<h3>Held-out test set</h3><div class="cards">{body}</div><p class="note">{esc(note)}</p></section>'
     )
 
 
@@ -379,6 +450,7 @@ h3 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
 .card .label { color: var(--muted); font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; }
 .card .value { font-size: 1.75rem; font-weight: 600; font-variant-numeric: tabular-nums; }
 .card .hint { color: var(--muted); font-size: .78rem; }
+.card .ci { font-size: .85rem; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table { border-collapse: collapse; width: 100%; font-size: .92rem; margin: .5rem 0 1rem; }
 th, td { border: 1px solid var(--border); padding: .35rem .6rem; text-align: left; vertical-align: top; }
 thead th { background: var(--soft); }
@@ -386,6 +458,10 @@ table.kv { width: auto; min-width: 50%; }
 table.kv th { background: var(--soft); font-weight: 500; white-space: nowrap; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.fail td { background: var(--fail-bg); }
+tr.trust td { background: #ddf4ff; }
+table.tests { table-layout: fixed; }
+table.tests th:first-child { width: 30%; }
+table.tests th:nth-child(2) { width: 33%; }
 td.details { color: var(--muted); font-size: .85rem; word-break: break-word; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .88em; }
 .badge { display: inline-block; padding: .05rem .6rem; border-radius: 999px; font-size: .78rem;
@@ -432,20 +508,34 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
         for anchor, label in (
             ("headline", "Headline"),
             ("selection", "Model selection"),
+            ("baselines", "Baselines"),
             ("training", "Training"),
+            ("calibration", "Calibration"),
             ("per-class", "Per class"),
+            ("labels", "Labels"),
             ("validation", "Validation"),
             ("split", "Split"),
             ("params", "Params"),
         )
     )
-    sources = ", ".join(rel for rel, _ in INPUTS.values())
+    sources = ", ".join(
+        [rel for rel, _ in INPUTS.values()]
+        + [rel for name, (rel, _) in OPTIONAL_INPUTS.items() if inputs.get(name) is not None]
+    )
     body = "".join(
         [
             _headline(test, classes, inputs["cv"]),
             selection_section(inputs["cv"], inputs["folds"], inputs["params"], figures),
+            baselines_section(inputs["compare"], inputs["cv"]["metric"]),
             _training(inputs["history"], figures["curves"]),
+            calibration_section(
+                inputs["metrics"]["calibration"],
+                int(test["n"]),
+                inputs["history"].get("n_val"),
+                figures["reliability"],
+            ),
             _per_class(test, classes, figures["recall"], figures["confusion"]),
+            labels_section(inputs["labels"], inputs["detect"], inputs["study"], classes, inputs["params"]),
             _validation(inputs["validation"]),
             _split(inputs["split"], classes),
             _params(inputs["params"]),
@@ -473,6 +563,7 @@ def build_report(
     test = inputs["metrics"]["test"]
     classes = _classes(test)
     cv, metric = inputs["cv"], inputs["cv"]["metric"]
+    calib = inputs["metrics"]["calibration"]
     final_trials = (cv["final"].get("search") or {}).get("trials") or []
     paths = {
         "curves": learning_curves(inputs["history"], figures_dir / FIGURES["curves"], cfg.dpi),
@@ -501,6 +592,15 @@ def build_report(
             optimistic=int(cv["depth"]) == 1,
         ),
         "cv_history": trial_history(final_trials, figures_dir / FIGURES["cv_history"], cfg.dpi, metric),
+        "reliability": reliability_figure(
+            inputs["reliability_before"],
+            figures_dir / FIGURES["reliability"],
+            cfg.dpi,
+            after=inputs["reliability_after"],
+            ece_before=calib["ece"],
+            ece_after=calib.get("ece_scaled"),
+            temperature=calib.get("temperature"),
+        ),
     }
     figures = {name: path.read_bytes() for name, path in paths.items()}
     save_text(out_html, render_html(inputs, figures, cfg.title))

@@ -2,9 +2,10 @@
 
 Nested cross-validation trains folds x configs small models; :func:`dlrig.train.fit` trains one at a time
 and spends most of each step in Python and dispatch overhead, not arithmetic. :func:`fit_many` stacks the
-weights of every model that shares an architecture (``weights[M, in, out]``), runs each step for all of
-them in one batched forward/backward, and updates them with a hand-written optimizer that is vectorised
-over models (each with its own lr, weight decay, betas, clipping, schedule, epochs and early stopping).
+parameters of every model that shares an architecture (one row of ``theta[M, P]`` per model), runs each
+step for all of them at once -- batched matrix products, a hand-written backward pass that writes every
+model's gradients into one ``grad[M, P]`` -- and updates them all together, each model with its own lr,
+weight decay, betas, clipping, schedule, epochs and early stopping.
 
 ``fit()`` stays the reference; each model here follows it step for step:
 
@@ -12,14 +13,17 @@ over models (each with its own lr, weight decay, betas, clipping, schedule, epoc
   on the job's own fit rows only (no model sees another model's rows, or its own validation rows);
 - the same initial weights (``build_model`` under ``torch.manual_seed(seed)``, then stacked), the same
   batch order (a ``torch.Generator`` per model seeded like fit's), the same last-batch rule, the same
-  per-batch schedule (``lr_factor`` / torch's OneCycleLR formula), the same SGD/Adam/AdamW arithmetic as
-  torch's single-tensor (CPU) optimizers, the same clipping, L1, label smoothing, early stopping with
+  per-batch schedule (``lr_factor`` / torch's OneCycleLR formula), the same backward kernels as autograd,
+  the same optimizer arithmetic (SGD: torch's single-tensor path, vectorised over models; Adam/AdamW:
+  torch's fused kernel, once per set of models with equal scalars, or the single-tensor path vectorised
+  when torch has no fused kernel), the same clipping, L1, label smoothing, early stopping with
   best-state restore, divergence and pruning rules (``on_epoch`` returning False);
 - a model with no batch at a step (fewer fit rows -> fewer steps per epoch) is not updated; models of a
-  group with different row counts get padded batches whose padding is masked out of the loss.
+  group with different row counts get padded batches whose padding is masked out of the loss; a model
+  that has finished (epochs, early stopping, divergence, pruning) leaves the stack.
 
 With dropout 0 the histories and predictions agree with ``fit()`` to float32 rounding (tests/train/
-test_batched.py). Dropout masks come from one generator per group, not fit's global RNG: statistically
+test_batched.py). Dropout masks come from one generator per stack, not fit's global RNG: statistically
 the same training, not the same numbers.
 
 Jobs whose config cannot be batched (:func:`batch_key` is None: CNNs, optimizers other than sgd/adam/adamw,
@@ -80,7 +84,8 @@ _PER_MODEL = {
 _NO_EFFECT = {"model": ("channels", "kernel_size"), "optim": ("alpha", "rho")}  # unused by mlp + sgd/adam(w)
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _FUSED_ADAM = hasattr(torch, "_fused_adam_")  # else the vectorised update below (same math)
-_ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Sigmoid)  # elementwise, no state
+_STACK_BYTES = 1 << 30  # default cap on a stack's parameter-sized state (theta, grad, moments, best copy)
+_BLOCK_FLOATS = 1 << 22  # validation runs in row blocks of at most this many activations per layer
 
 
 @cache
@@ -149,7 +154,8 @@ def fit_many(
         else:
             groups.setdefault(key, []).append(i)
     for members in groups.values():
-        n_chunks = math.ceil(len(members) / (max_models or len(members)))
+        cap = max_models or max(1, _STACK_BYTES // (5 * 4 * _mlp_size(jobs[members[0]].config, X, n_classes)))
+        n_chunks = math.ceil(len(members) / cap)
         for chunk in np.array_split(np.asarray(members), n_chunks):
             chunk = chunk.tolist()
             stacked = _Stack.create(X, y, n_classes, [(i, jobs[i]) for i in chunk], device, on_epoch)
@@ -160,6 +166,14 @@ def fit_many(
             for i, result in zip(chunk, stacked.run(), strict=True):
                 results[i] = result
     return results  # type: ignore[return-value]
+
+
+def _mlp_size(config: FitConfig, X: np.ndarray, n_classes: int) -> int:
+    """Parameters of build_model's MLP for this config and data (without building it)."""
+    m = config.model
+    width = int(np.prod(X.shape[1:]))
+    linear = (width + 1) * m.hidden + (m.depth - 1) * (m.hidden + 1) * m.hidden + (m.hidden + 1) * n_classes
+    return linear + (2 * m.hidden * m.depth if m.norm != "none" else 0)
 
 
 def _fit_one(X, y, n_classes, i, job, device, on_epoch) -> FitResult:
@@ -239,6 +253,7 @@ class _Stack:
 
     @classmethod
     def create(cls, X, y, n_classes, items, device, on_epoch) -> _Stack | None:
+        start = time.perf_counter()
         models: list[_Model] = []
         mean, scale = [], []
         for index, job in items:
@@ -264,11 +279,14 @@ class _Stack:
         parsed = _parse(models[0].model)
         if parsed is None:
             return None
-        self = cls()
-        self.start = time.perf_counter()
+        self = cls()  # a constructor that may decline (None above: a layer it cannot stack)
+        self.start = start
         self.dev = dev = resolve_device(device)
         self.n_classes, self.on_epoch, self.models, self.finished = n_classes, on_epoch, models, []
-        self.ops, self.size = parsed
+        self.ops, self.size, self.n_decayed = parsed
+        self.widest = max([int(np.prod(X.shape[1:]))] + [op["weight_shape"][0] for op in self.ops
+                                                         if "weight_shape" in op])
+        self.first_linear = next(i for i, op in enumerate(self.ops) if op["kind"] == "linear")
         self.group_size = len(models)
         self.optim = models[0].cfg.optim.name
         self.nesterov = self.optim == "sgd" and models[0].cfg.optim.nesterov
@@ -308,34 +326,30 @@ class _Stack:
         """Views and per-model constants, rebuilt whenever the set of models changes."""
         M, dev = len(self.models), self.dev
         self.grad = torch.empty_like(self.theta)
-        self.views, self.segments = [], []  # segments: (lo, hi, decayed) covering a row of theta
-        decay = torch.zeros(self.size)
+        self.views = []
         for op in self.ops:
             if "params" not in op:
                 self.views.append(None)
                 continue
             (lo_w, hi_w), (lo_b, hi_b) = op["params"]["weight"], op["params"]["bias"]
             shape = op["weight_shape"]
-            self.views.append((
-                self.theta[:, lo_w:hi_w].view(M, *shape).requires_grad_(),
-                self.theta[:, lo_b:hi_b].requires_grad_(),
-                self.grad[:, lo_w:hi_w].view(M, *shape),
-                self.grad[:, lo_b:hi_b],
-            ))
-            matrix = len(shape) > 1  # L2/L1 on weight matrices only, as optim._param_groups and l1_penalty
-            decay[lo_w:hi_w] = float(matrix)
-            self.segments += [(lo_w, hi_w, matrix), (lo_b, hi_b, False)]
+            w, b = self.theta[:, lo_w:hi_w].view(M, *shape), self.theta[:, lo_b:hi_b]
+            # (weight, bias, their gradient views, the views the forward reads: made once, valid as long
+            # as theta is updated in place)
+            reads = _linear_views(w, b) if op["kind"] == "linear" else (w.unsqueeze(1), b.unsqueeze(1))
+            self.views.append((w, b, self.grad[:, lo_w:hi_w].view(M, *shape), self.grad[:, lo_b:hi_b], reads))
         self.row_views: dict[tuple, tuple] = {}
         cfgs = [m.cfg for m in self.models]
 
         def col(values, shape=(M, 1)):
             return torch.tensor(values, dtype=torch.float32).reshape(shape).to(dev)
 
-        decay = decay.to(dev)
+        # L1 and L2 act on the weight matrices only (theta[:, :n_decayed]), as l1_penalty and
+        # optim._param_groups decide: not on biases or norm gains.
         l1 = [c.optim.l1 for c in cfgs]
-        self.l1 = col(l1) * decay if any(l1) else None
+        self.l1 = col(l1) if any(l1) else None
         wd = [c.optim.weight_decay for c in cfgs]
-        self.l2 = col(wd) * decay if any(wd) else None  # for sgd and the unfused adam update
+        self.l2 = col(wd) if any(wd) else None  # for sgd and the unfused adam update
         clip = [c.train.grad_clip if c.train.grad_clip is not None else math.inf for c in cfgs]
         self.clip = col(clip) if any(c.train.grad_clip is not None for c in cfgs) else None
         smooth = [c.train.label_smoothing for c in cfgs]
@@ -343,6 +357,7 @@ class _Stack:
             if any(smooth) else None
         keep = [1 - c.model.dropout for c in cfgs]
         self.keep = col(keep, (M, 1, 1)) if any(k < 1 for k in keep) else None
+        self.minus_one = torch.full((M, 1, 1), -1.0, device=dev)
         n_val = [len(m.val_rows) for m in self.models]
         self.val = None
         if max(n_val):
@@ -350,7 +365,7 @@ class _Stack:
             mask = np.zeros((M, max(n_val)), np.float32)
             for r, m in enumerate(self.models):
                 rows[r, : n_val[r]], mask[r, : n_val[r]] = m.val_rows, 1.0
-            self.val = (torch.from_numpy(rows).reshape(-1).to(dev), torch.from_numpy(mask).to(dev),
+            self.val = (torch.from_numpy(rows).to(dev), torch.from_numpy(mask).to(dev),
                         col([max(n, 1) for n in n_val], (M,)))
 
     def _keep(self, rows: list[int]) -> None:
@@ -369,65 +384,122 @@ class _Stack:
             self.best_running = [[t.index_select(0, idx) for t in pair] for pair in self.best_running]
         self._derive()
 
-    # ------------------------------------------------------------------------------------- forward
-    def _forward(self, h: torch.Tensor, batch: tuple | None = None) -> torch.Tensor:
+    # ------------------------------------------------------------------------------- forward, backward
+    def _forward(self, h: torch.Tensor, batch: tuple | None = None) -> tuple[torch.Tensor, list | None]:
         """Logits ``[M, R, C]`` of standardised inputs ``h [M, R, F]``. ``batch = (mask [M, R], count [M],
         active [M, 1])`` means training mode: dropout on, batch-norm statistics over each model's real
-        rows, running statistics updated for models that have a batch."""
+        rows, running statistics updated for models that have a batch, and what :meth:`_backward` needs
+        kept on a tape (one entry per op)."""
+        tape: list | None = None if batch is None else []
         bn = 0
         for op, views in zip(self.ops, self.views, strict=True):
-            kind = op["kind"]
+            kind, saved = op["kind"], None
             if kind == "linear":
-                h = _StackedLinear.apply(h, *views)
+                saved = h
+                h = _linear(h, *views[4])
+            elif kind == "act" and type(op["module"]) is nn.ReLU:
+                saved = (None, h.relu_())  # in place: the input is a fresh tensor nothing else keeps
             elif kind == "act":
-                h = op["module"](h)
+                z = h
+                h = op["module"](z)
+                saved = (z, h)
             elif kind == "dropout":
                 if batch is not None and self.keep is not None:
-                    keep = torch.rand(h.shape, generator=self.dropout_gen, device=h.device) < self.keep
-                    h = h * keep / self.keep
+                    saved = (torch.rand(h.shape, generator=self.dropout_gen, device=h.device) < self.keep) \
+                        / self.keep
+                    h = h * saved
             elif kind == "ln":
-                h = _StackedAffine.apply(nn.functional.layer_norm(h, h.shape[-1:], eps=op["eps"]), *views)
+                out, mean, rstd = torch.native_layer_norm(h, h.shape[-1:], None, None, op["eps"])
+                saved = (h, out, mean, rstd)
+                h = torch.addcmul(views[4][1], out, views[4][0])
             elif kind == "bn":
                 eps, momentum = op["eps"], op["momentum"]
                 run_mean, run_var = self.running[bn]
                 bn += 1
                 if batch is None:
-                    h = (h - run_mean.unsqueeze(1)) * torch.rsqrt(run_var.unsqueeze(1) + eps)
+                    xhat = (h - run_mean.unsqueeze(1)) * torch.rsqrt(run_var.unsqueeze(1) + eps)
                 else:
                     mask, count, active = batch
                     m, n = mask.unsqueeze(-1), count.view(-1, 1, 1)
                     mu = (h * m).sum(1, keepdim=True) / n
                     d = h - mu
                     sq = (d * d * m).sum(1, keepdim=True)
-                    h = d * torch.rsqrt(sq / n + eps)
-                    with torch.no_grad():  # as torch: running = momentum * batch + (1 - momentum) * running
-                        unbiased = (sq / (n - 1).clamp(min=1)).squeeze(1)
-                        run_mean.copy_(torch.where(
-                            active, momentum * mu.squeeze(1) + (1 - momentum) * run_mean, run_mean))
-                        run_var.copy_(torch.where(
-                            active, momentum * unbiased + (1 - momentum) * run_var, run_var))
-                h = _StackedAffine.apply(h, *views)
-        return h
+                    rstd = torch.rsqrt(sq / n + eps)
+                    xhat = d * rstd
+                    saved = (xhat, rstd, m, n)
+                    # as torch: running = momentum * batch statistic + (1 - momentum) * running
+                    unbiased = (sq / (n - 1).clamp(min=1)).squeeze(1)
+                    run_mean.copy_(torch.where(
+                        active, momentum * mu.squeeze(1) + (1 - momentum) * run_mean, run_mean))
+                    run_var.copy_(torch.where(
+                        active, momentum * unbiased + (1 - momentum) * run_var, run_var))
+                h = torch.addcmul(views[4][1], xhat, views[4][0])
+            if tape is not None:
+                tape.append(saved)
+        return h, tape
 
-    def _loss(self, logits, target, mask, count) -> torch.Tensor:
-        """Per-model mean cross-entropy over the real rows, with each model's label smoothing
-        (torch's formula: ``(1 - e) * nll + e / C * mean(-sum_c log p_c)``)."""
-        logp = torch.log_softmax(logits, -1)
-        nll = (-logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * mask).sum(1) / count
+    def _backward(self, g: torch.Tensor, tape: list) -> None:
+        """Back-propagate ``g`` (gradient of the summed per-model losses w.r.t. the logits) through the
+        tape, writing every parameter gradient into its place in ``self.grad``. The same backward
+        kernels autograd would run (threshold_backward, native_layer_norm_backward, ...), without the
+        autograd engine's bookkeeping; padded rows carry zero gradient throughout."""
+        for i in range(len(self.ops) - 1, -1, -1):
+            op, views, saved = self.ops[i], self.views[i], tape[i]
+            kind = op["kind"]
+            if kind == "linear":
+                w, _, gw, gb, _ = views
+                torch.bmm(g.transpose(1, 2), saved, out=gw)
+                torch.sum(g, 1, out=gb)
+                if i == self.first_linear:
+                    return  # the input needs no gradient
+                g = torch.bmm(g, w)
+            elif kind == "act":
+                g = op["backward"](g, *saved)
+            elif kind == "dropout":
+                if saved is not None:
+                    g = g * saved
+            elif kind == "ln":
+                z, out, mean, rstd = saved
+                torch.sum(g * out, 1, out=views[2])
+                torch.sum(g, 1, out=views[3])
+                g = _ATEN.native_layer_norm_backward(g * views[4][0], z, z.shape[-1:], mean, rstd,
+                                                     None, None, [True, False, False])[0]
+            elif kind == "bn":
+                xhat, rstd, m, n = saved
+                torch.sum(g * xhat, 1, out=views[2])
+                torch.sum(g, 1, out=views[3])
+                gx = g * views[4][0]
+                mean_gx = (gx * m).sum(1, keepdim=True) / n
+                mean_gxx = (gx * xhat * m).sum(1, keepdim=True) / n
+                g = (gx - mean_gx - xhat * mean_gxx) * rstd * m
+
+    def _loss(self, logits, target, mask, count, weight) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-model mean cross-entropy over the real rows with each model's label smoothing (torch's
+        formula: ``(1 - e) * nll + e / C * mean(-sum_c log p_c)``), and its gradient w.r.t. the logits:
+        ``(softmax - target distribution) / count`` on real rows, 0 on padding."""
+        index = target.unsqueeze(-1)
         if self.smooth is None:
-            return nll
+            nll = nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), target.view(-1),
+                                              reduction="none")
+            grad = torch.softmax(logits, -1).scatter_add_(-1, index, self.minus_one.expand_as(index))
+            return (nll.view_as(mask) * mask).sum(1) / count, grad.mul_(weight)
+        keep, spread = self.smooth
+        logp = torch.log_softmax(logits, -1)
+        nll = (-logp.gather(-1, index).squeeze(-1) * mask).sum(1) / count
         smooth = (-logp.sum(-1) * mask).sum(1) / count
-        return self.smooth[0] * nll + smooth * self.smooth[1]
+        grad = logp.exp().sub_(spread.view(-1, 1, 1))
+        grad.scatter_add_(-1, index, (-keep).view(-1, 1, 1).expand_as(index))
+        return keep * nll + smooth * spread, grad.mul_(weight)
 
     # ------------------------------------------------------------------------------------- updates
     def _tables(self, epoch: int, n_steps: int) -> tuple[torch.Tensor, list[list]]:
         """Per-step optimizer scalars of every model, computed in double on the host exactly as torch's
         optimizers and schedulers do: a tensor ``[S, K, M, 1]`` (rounded to float32 as torch's kernels
         round them) for the vectorised updates, and for the fused Adam kernel, per step, the models
-        grouped by equal scalars ``[((lr, beta1, beta2, eps, weight_decay), rows)]``. A model with no
+        grouped by equal scalars ``[((decayed, lr, beta1, beta2, eps, weight_decay), rows)]``. A model with no
         batch at a step gets values that leave its weights and optimizer state unchanged."""
         M = len(self.models)
-        adam = self.optim != "sgd"
+        adam, fused = self.optim != "sgd", self.optim != "sgd" and _FUSED_ADAM
         table = np.empty((n_steps, 7 if adam else 3, M), np.float64)
         table[:] = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0] if adam else [0.0, 1.0, 0.0])[:, None]
         calls: list[dict] = [{} for _ in range(n_steps)]
@@ -438,7 +510,11 @@ class _Stack:
                 lr, cycled = _lr_momentum(m.cfg, k, m.steps)
                 if adam:
                     beta1 = o.beta1 if cycled is None else cycled
-                    calls[s].setdefault((lr, beta1, o.beta2, o.eps, o.weight_decay), []).append(r)
+                    # weight matrices (decayed) and the rest: models with equal scalars share a call
+                    calls[s].setdefault((True, lr, beta1, o.beta2, o.eps, o.weight_decay), []).append(r)
+                    calls[s].setdefault((False, lr, beta1, o.beta2, o.eps, 0.0), []).append(r)
+                    if fused:
+                        continue
                     step = float(k + 1)
                     bias1, bias2 = 1 - beta1**step, 1 - o.beta2**step
                     table[s, :, r] = (1 - beta1, o.beta2, 1 - o.beta2, -(lr / bias1), bias2**0.5, o.eps,
@@ -448,25 +524,25 @@ class _Stack:
         tensor = torch.from_numpy(table).to(torch.float32).unsqueeze(-1).to(self.dev)
         return tensor, [[(hyper, tuple(rows)) for hyper, rows in step.items()] for step in calls]
 
-    @torch.no_grad()
-    def _update(self, t: torch.Tensor, calls: list, all_active: bool) -> None:
+    def _update(self, t: torch.Tensor, calls: list, has_batch: torch.Tensor, all_active: bool) -> None:
         """One optimizer step of every model, in the order of fit(): L1 gradient, clipping, the step."""
-        theta, g = self.theta, self.grad
+        theta, g, nd = self.theta, self.grad, self.n_decayed
         if self.l1 is not None:  # d/dW of l1 * |W| (weight matrices), as fit's objective adds it
-            g.addcmul_(self.l1, theta.sign())
+            g[:, :nd].addcmul_(theta[:, :nd].sign(), self.l1)
         if self.clip is not None:  # clip_grad_norm_ per model: g * min(clip / (||g|| + 1e-6), 1)
             norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
             g.mul_((self.clip / (norm + 1e-6)).clamp_(max=1.0))
         if self.optim == "sgd":  # torch.optim.SGD, single-tensor path
             active, momentum, neg_lr = t
             if self.l2 is not None:
-                g.addcmul_(self.l2, theta)  # grad + wd * param
+                g[:, :nd].addcmul_(theta[:, :nd], self.l2)  # grad + wd * param
             if not all_active:
                 g.mul_(active)
             buf = self.moments[0]
             buf.mul_(momentum).add_(g)  # a zero buffer makes the first step buf = grad, as torch's clone
             theta.add_((g.add(buf * momentum) if self.nesterov else buf) * neg_lr)
         elif _FUSED_ADAM:
+            self.steps.add_(has_batch)  # torch's Adam counts a model's steps before its update
             self._fused_adam(calls)
         else:
             self._adam(t)
@@ -476,38 +552,32 @@ class _Stack:
         with equal scalars (weight decay in-kernel, on weight matrices only). Same formulas as
         torch.optim.Adam's default path; the last bit of rounding may differ."""
         kernel = torch._fused_adamw_ if self.optim == "adamw" else torch._fused_adam_
-        for (lr, beta1, beta2, eps, weight_decay), rows in calls:
-            steps = self._rows(rows, None)
-            torch._foreach_add_(steps, 1)
-            for decayed in (True, False):
-                params, grads, avgs, sqs, counts = self._rows(rows, decayed)
-                kernel(params, grads, avgs, sqs, [], counts, lr=lr, beta1=beta1, beta2=beta2,
-                       weight_decay=weight_decay if decayed else 0.0, eps=eps, amsgrad=False, maximize=False)
+        for (decayed, lr, beta1, beta2, eps, weight_decay), rows in calls:
+            params, grads, avgs, sqs = self._rows(rows, decayed)
+            kernel(params, grads, avgs, sqs, [], self._rows(rows, None), lr=lr, beta1=beta1, beta2=beta2,
+                   weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False)
 
     def _rows(self, rows: tuple[int, ...], decayed: bool | None):
-        """Cached per-model views for the fused kernel: params, grads, moments, step counts of the
-        (non-)decayed segments; ``decayed=None``: each model's step count once."""
+        """Cached per-model views for the fused kernel: the weight matrices (``decayed``) or the other
+        parameters of each model, with its gradients and moments; ``decayed=None``: the step counts."""
         key = (rows, decayed)
         if key not in self.row_views:
             if decayed is None:
                 self.row_views[key] = [self.steps[r] for r in rows]
             else:
-                parts = [(r, lo, hi) for r in rows for lo, hi, d in self.segments if d == decayed]
+                part = slice(0, self.n_decayed) if decayed else slice(self.n_decayed, self.size)
                 self.row_views[key] = tuple(
-                    [t[r, lo:hi] for r, lo, hi in parts] for t in (self.theta, self.grad, *self.moments)
-                ) + ([self.steps[r] for r, _, _ in parts],)
+                    [t[r, part] for r in rows] for t in (self.theta, self.grad, *self.moments))
         return self.row_views[key]
 
     def _adam(self, t: torch.Tensor) -> None:
         """torch.optim.Adam/AdamW single-tensor path, vectorised over models (when no fused kernel)."""
-        theta, g = self.theta, self.grad
+        theta, g, nd = self.theta, self.grad, self.n_decayed
         w1, beta2, one_minus_beta2, neg_step, bias2_sqrt, eps, decay = t
-        if self.l2 is not None and self.optim == "adamw":  # param * (1 - lr * wd), weight matrices
-            for lo, hi, decayed in self.segments:
-                if decayed:
-                    theta[:, lo:hi].mul_(decay)
+        if self.l2 is not None and self.optim == "adamw":
+            theta[:, :nd].mul_(decay)  # param * (1 - lr * wd)
         elif self.l2 is not None:
-            g.addcmul_(self.l2, theta)  # grad + wd * param
+            g[:, :nd].addcmul_(theta[:, :nd], self.l2)  # grad + wd * param
         exp_avg, exp_avg_sq = self.moments
         exp_avg.lerp_(g, w1)
         exp_avg_sq.mul_(beta2).addcmul_(g * one_minus_beta2, g)
@@ -515,6 +585,7 @@ class _Stack:
         theta.addcdiv_(exp_avg * neg_step, denom)
 
     # ------------------------------------------------------------------------------------ the loop
+    @torch.no_grad()
     def run(self) -> list[FitResult]:
         for epoch in range(1, max(m.cfg.train.epochs for m in self.models) + 1):
             self._epoch(epoch)
@@ -533,51 +604,62 @@ class _Stack:
         S = max(m.steps for m in self.models)
         rows = np.zeros((S, M, W), np.int64)
         mask = np.zeros((S, M, W), np.float32)
-        counts = [[0] * M for _ in range(S)]
+        counts = np.zeros((S, M), np.int64)
         for r, m in enumerate(self.models):
             perm = m.fit_rows[torch.randperm(len(m.fit_rows), generator=m.gen).numpy()]
-            for s in range(m.steps):
-                lo = s * m.batch_size
-                hi = len(perm) if s == m.steps - 1 else lo + m.batch_size
-                rows[s, r, : hi - lo], mask[s, r, : hi - lo] = perm[lo:hi], 1.0
-                counts[s][r] = hi - lo
+            full, bs = m.steps - 1, m.batch_size  # full batches, then the last one takes the rest
+            rows[:full, r, :bs] = perm[: full * bs].reshape(full, bs)
+            mask[:full, r, :bs] = 1.0
+            counts[:full, r] = bs
+            rows[full, r, : len(perm) - full * bs] = perm[full * bs :]
+            mask[full, r, : len(perm) - full * bs] = 1.0
+            counts[full, r] = len(perm) - full * bs
         return (torch.from_numpy(rows.reshape(S, M * W)).to(self.dev), torch.from_numpy(mask).to(self.dev),
-                counts)
+                counts.tolist())
 
     def _epoch(self, epoch: int) -> None:
         M, W, F = len(self.models), self.width, self.X.shape[1]
         rows, mask, counts = self._plan()
         tables, calls = self._tables(epoch, len(counts))
         count = mask.sum(-1).clamp(min=1)  # [S, M]; a model without a batch divides 0 by 1
-        active = mask[:, :, :1] > 0  # [S, M, 1]
+        weight = (mask / count.unsqueeze(-1)).unsqueeze(-1)  # [S, M, W, 1]: d(mean loss)/d(row loss)
+        real = mask > 0
+        active = real[:, :, :1]  # [S, M, 1]: the model has a batch at this step
         losses = torch.zeros(len(counts), M, device=self.dev)
-        correct = torch.zeros(len(counts), M, device=self.dev)
-        for s in range(len(counts)):
-            xb = (self.X.index_select(0, rows[s]).view(M, W, F) - self.mean) / self.scale
-            yb = self.y.index_select(0, rows[s]).view(M, W)
-            logits = self._forward(xb, (mask[s], count[s], active[s]))
-            loss = self._loss(logits, yb, mask[s], count[s])
-            loss.sum().backward()  # the layers write every model's gradients into self.grad
-            self._update(tables[s], calls[s], min(counts[s]) > 0)
-            with torch.no_grad():
-                losses[s] = loss
-                correct[s] = ((logits.argmax(-1) == yb) * mask[s]).sum(1)
+        correct = torch.zeros(len(counts), M, dtype=torch.int64, device=self.dev)
+        per_step = zip(rows.unbind(), mask.unbind(), count.unbind(), weight.unbind(), active.unbind(),
+                       real.unbind(), mask[:, :, 0].unbind(), tables.unbind(), calls, counts,
+                       losses.unbind(), correct.unbind(), strict=True)  # views made once, not per step
+        for rows_s, mask_s, count_s, weight_s, active_s, real_s, stepped, t, call, n, loss, right in per_step:
+            xb = (self.X.index_select(0, rows_s).view(M, W, F) - self.mean) / self.scale
+            yb = self.y.index_select(0, rows_s).view(M, W)
+            logits, tape = self._forward(xb, (mask_s, count_s, active_s))
+            loss_s, grad = self._loss(logits, yb, mask_s, count_s, weight_s)
+            loss.copy_(loss_s)
+            self._backward(grad, tape)
+            self._update(t, call, stepped, min(n) > 0)
+            torch.sum((logits.argmax(-1) == yb) & real_s, 1, out=right)
         self._bookkeep(epoch, losses.tolist(), correct.tolist(), counts, self._validate())
 
-    @torch.no_grad()
     def _validate(self) -> tuple[list[float], list[float]] | None:
         """Every model on its own early-stopping rows, in eval mode: fit()'s ``_evaluate``."""
         if self.val is None:
             return None
         rows, mask, count = self.val
         M, F = len(self.models), self.X.shape[1]
-        xb = (self.X.index_select(0, rows).view(M, -1, F) - self.mean) / self.scale
-        yb = self.y.index_select(0, rows).view(M, -1)
-        logits = self._forward(xb)
-        logp = torch.log_softmax(logits, -1)
-        loss = (-logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1) * mask).sum(1) / count
-        acc = ((logits.argmax(-1) == yb) * mask).sum(1) / count  # float32, as fit's .float().mean()
-        return loss.tolist(), acc.tolist()
+        loss = torch.zeros(M, device=self.dev)
+        correct = torch.zeros(M, device=self.dev)
+        block = max(1, _BLOCK_FLOATS // (M * self.widest))  # rows per pass: bounded activation memory
+        for lo in range(0, rows.shape[1], block):
+            part = rows[:, lo : lo + block]
+            xb = (self.X.index_select(0, part.reshape(-1)).view(M, -1, F) - self.mean) / self.scale
+            yb = self.y.index_select(0, part.reshape(-1)).view(M, -1)
+            logits, _ = self._forward(xb)
+            logp = torch.log_softmax(logits, -1)
+            loss += (-logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1) * mask[:, lo : lo + block]).sum(1)
+            correct += ((logits.argmax(-1) == yb) * mask[:, lo : lo + block]).sum(1)
+        # mean loss; accuracy in float32, as fit's .float().mean()
+        return (loss / count).tolist(), (correct / count).tolist()
 
     def _bookkeep(self, epoch, losses, correct, counts, val) -> None:
         """fit()'s end-of-epoch logic for every model: record, divergence, on_epoch, early stopping."""
@@ -656,86 +738,74 @@ class _Stack:
         )))
 
 
-class _StackedLinear(torch.autograd.Function):
-    """``h @ w^T + b`` for ``h [M, R, in]``, ``w [M, out, in]``: one nn.Linear per model.
+def _linear_views(w: torch.Tensor, b: torch.Tensor) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """How :func:`_linear` reads ``w [M, out, in]`` and ``b [M, out]``.
 
-    The backward writes the weight and bias gradients into the stack's flat gradient buffer (``gw``,
-    ``gb``: views of it) and returns only the input gradient. Every product is arranged to have a wide
-    result: MKL's small batched GEMMs are up to 5x slower when the result has few columns (the
-    classifier's ``out`` = n_classes), so a narrowing layer computes ``(w @ h^T)^T`` and the weight
-    gradient is always ``g^T @ h``.
-    """
-
-    @staticmethod
-    def forward(ctx, h, w, b, gw, gb):
-        ctx.save_for_backward(h, w)
-        ctx.targets = (gw, gb)
-        n_out, n_in = w.shape[1:]
-        if n_out < n_in or n_out < 32:
-            return torch.baddbmm(b.unsqueeze(2), w, h.transpose(1, 2)).transpose(1, 2).contiguous()
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, g):
-        h, w = ctx.saved_tensors
-        gw, gb = ctx.targets
-        torch.bmm(g.transpose(1, 2), h, out=gw)
-        torch.sum(g, 1, out=gb)
-        return (torch.bmm(g, w) if ctx.needs_input_grad[0] else None), None, None, None, None
+    MKL's small batched GEMMs are up to 5x slower when the result has few columns (the classifier's
+    ``out`` = n_classes), so a narrowing layer computes ``(w @ h^T)^T`` (the weight gradient in
+    ``_backward`` is likewise ``g^T @ h``, ``[out, in]``)."""
+    n_out, n_in = w.shape[1:]
+    if n_out < n_in or n_out < 32:
+        return True, w, b.unsqueeze(2)
+    return False, w.transpose(1, 2), b.unsqueeze(1)
 
 
-class _StackedAffine(torch.autograd.Function):
-    """``h * w + b`` per model (the affine part of LayerNorm/BatchNorm1d), ``w, b [M, H]``; gradients of
-    ``w`` and ``b`` go to the flat buffer like :class:`_StackedLinear`'s."""
-
-    @staticmethod
-    def forward(ctx, h, w, b, gw, gb):
-        ctx.save_for_backward(h, w)
-        ctx.targets = (gw, gb)
-        return torch.addcmul(b.unsqueeze(1), h, w.unsqueeze(1))
-
-    @staticmethod
-    def backward(ctx, g):
-        h, w = ctx.saved_tensors
-        gw, gb = ctx.targets
-        torch.sum(g * h, 1, out=gw)
-        torch.sum(g, 1, out=gb)
-        return g * w.unsqueeze(1), None, None, None, None
+def _linear(h: torch.Tensor, narrow: bool, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``h @ w^T + b`` for ``h [M, R, in]``: one nn.Linear per model (views from :func:`_linear_views`)."""
+    if narrow:
+        return torch.baddbmm(b, w, h.transpose(1, 2)).transpose(1, 2).contiguous()
+    return torch.baddbmm(b, h, w)
 
 
-def _parse(model: nn.Sequential) -> tuple[list[dict], int] | None:
+_ATEN = torch.ops.aten
+# Each activation's backward, as autograd computes it: fn(grad, input, output).
+_ACT_BACKWARD: dict[type, Callable] = {  # (g is a fresh tensor: relu's backward overwrites it)
+    nn.ReLU: lambda m, g, z, a: _ATEN.threshold_backward.grad_input(g, a, 0, grad_input=g),
+    nn.LeakyReLU: lambda m, g, z, a: _ATEN.leaky_relu_backward(g, z, m.negative_slope, False),
+    nn.GELU: lambda m, g, z, a: _ATEN.gelu_backward(g, z, approximate=m.approximate),
+    nn.Tanh: lambda m, g, z, a: _ATEN.tanh_backward(g, a),
+    nn.Sigmoid: lambda m, g, z, a: _ATEN.sigmoid_backward(g, a),
+    nn.SiLU: lambda m, g, z, a: _ATEN.silu_backward(g, z),
+    nn.ELU: lambda m, g, z, a: _ATEN.elu_backward(g, m.alpha, 1, 1, False, z),
+}
+
+
+def _parse(model: nn.Sequential) -> tuple[list[dict], int, int] | None:
     """The stacked program of ``build_model``'s MLP: one op per layer, parameters as ``(lo, hi)`` ranges of
-    a row of theta. None when the model has a layer this module cannot stack (its jobs go to fit())."""
+    a row of theta, weight matrices first (``[0, n_decayed)``: the ones weight decay and L1 apply to).
+    None when the model has a layer this module cannot stack (its jobs then go to fit())."""
     ops: list[dict] = []
-    offset = 0
-
-    def params(mod: nn.Module) -> dict:
-        nonlocal offset
-        spans = {}
-        for name in ("weight", "bias"):
-            size = getattr(mod, name).numel()
-            spans[name] = (offset, offset + size)
-            offset += size
-        return {"params": spans, "weight_shape": tuple(mod.weight.shape)}
-
     for i, mod in enumerate(model):
         if isinstance(mod, Standardize | nn.Flatten | nn.Identity):
             continue  # inputs are flattened and standardised per model before the first layer
         if type(mod) is nn.Linear and mod.bias is not None:
-            ops.append({"kind": "linear", "index": i, **params(mod)})
+            ops.append({"kind": "linear", "index": i})
         elif type(mod) is nn.LayerNorm and len(mod.normalized_shape) == 1 and mod.weight is not None \
                 and mod.bias is not None:
-            ops.append({"kind": "ln", "index": i, "eps": mod.eps, **params(mod)})
+            ops.append({"kind": "ln", "index": i, "eps": mod.eps})
         elif type(mod) is nn.BatchNorm1d and mod.affine and mod.track_running_stats \
                 and mod.momentum is not None:
-            ops.append({"kind": "bn", "index": i, "eps": mod.eps, "momentum": mod.momentum, **params(mod)})
+            ops.append({"kind": "bn", "index": i, "eps": mod.eps, "momentum": mod.momentum})
         elif type(mod) is nn.Dropout:
             ops.append({"kind": "dropout", "index": i})
-        elif type(mod) in _ACTIVATIONS:
-            ops.append({"kind": "act", "index": i, "module": mod})
+        elif type(mod) in _ACT_BACKWARD and not getattr(mod, "inplace", False):
+            backward = _ACT_BACKWARD[type(mod)]
+            ops.append({"kind": "act", "index": i, "module": mod,
+                        "backward": lambda g, z, a, m=mod, f=backward: f(m, g, z, a)})
         else:
             return None
-    return ops, offset
+    offset = 0
+    for decayed in (True, False):
+        for op in ops:
+            mod = model[op["index"]]
+            for name, p in mod.named_parameters():
+                if (p.dim() > 1) == decayed:
+                    op.setdefault("params", {})[name] = (offset, offset + p.numel())
+                    op["weight_shape"] = tuple(mod.weight.shape)
+                    offset += p.numel()
+        if decayed:
+            n_decayed = offset
+    return ops, offset, n_decayed
 
 
 __all__ = ["FitJob", "batch_key", "fit_many"]

@@ -1,0 +1,292 @@
+"""The report's "Labels" section: what the labels stage injected, what the detect stage found, and the
+optional label study.
+
+Inputs: ``labels.json`` (``dlrig.labels.corrupt.corrupt_training_labels``), ``detect.json`` (the detect
+stage: ``find_label_issues``'s summary, plus ``detection_scores`` against the injected flips when there
+were any) and, when ``dvc repro studies/dvc.yaml`` has run, ``studies/labels.json``
+(``dlrig.labels.study.run_study``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dlrig.errors import UserError
+from dlrig.report.markup import esc, finite, kv_table, num, pct
+
+STUDY_REL = "studies/labels.json"  # optional: written by `dvc repro studies/dvc.yaml`
+STUDY_COMMAND = "dvc repro studies/dvc.yaml"
+DETECT_KEYS = (
+    "n",
+    "n_splits",
+    "noise_rate",
+    "n_issues",
+    "n_contradicted",
+    "n_ambiguous",
+    "n_issues_likely_noise",
+    "n_issues_ambiguous",
+    "ambiguity_threshold",
+)
+AMBIGUITY_HELP = (
+    "Confidently contradicted: another class reaches its per-class confidence threshold while the given "
+    "label's probability is below its own, evidence of a wrong label. Ambiguous: the predicted "
+    "distribution is spread out (normalised entropy at or above {threshold}), so the input itself is "
+    "uncertain and a flag says more about class overlap than about the label."
+)
+
+
+def check_labels(
+    labels_path: Path, labels: Mapping[str, Any], detect_path: Path, detect: Mapping[str, Any]
+) -> None:
+    """Refuse labels.json / detect.json without the keys the section reads."""
+    missing = [k for k in ("n_before", "n_after", "imbalance", "noise") if k not in labels]
+    missing += [f"imbalance.{k}" for k in ("profile", "counts") if k not in (labels.get("imbalance") or {})]
+    missing += [f"noise.{k}" for k in ("kind", "n", "n_flipped") if k not in (labels.get("noise") or {})]
+    if missing:
+        raise UserError(f"{labels_path}: lacks {missing} (re-run the labels stage)")
+    if "enabled" not in detect:
+        raise UserError(f"{detect_path}: lacks 'enabled' (re-run the detect stage)")
+    missing = [k for k in DETECT_KEYS if k not in detect] if detect["enabled"] else []
+    if missing:
+        raise UserError(f"{detect_path}: lacks {missing} (re-run the detect stage)")
+
+
+def check_study(path: Path, study: Any) -> None:
+    ok = isinstance(study, dict) and all(isinstance(study.get(k), dict) for k in ("noise", "imbalance"))
+    ok = ok and all(isinstance(study[k].get("table"), list) for k in ("noise", "imbalance"))
+    ok = ok and isinstance(study.get("detection"), dict) and isinstance(study.get("wrong_vs_right"), dict)
+    if not ok:
+        raise UserError(
+            f"{path}: expected 'noise', 'imbalance' (each with a 'table'), 'detection' and 'wrong_vs_right' "
+            f"(written by `{STUDY_COMMAND}`; re-run it or delete the file)"
+        )
+
+
+def _param(params: Mapping[str, Any], *keys: str) -> Any:
+    node: Any = params
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _class_name(classes: Sequence[str], i: int, k: int) -> str:
+    return classes[i] if len(classes) == k else str(i)
+
+
+def _injected(labels: Mapping[str, Any], classes: Sequence[str], params: Mapping[str, Any]) -> str:
+    imbalance, noise = labels["imbalance"], labels["noise"]
+    counts = [int(c) for c in imbalance["counts"]]
+    n_noise, n_flipped = int(noise["n"]), int(noise["n_flipped"])
+    imbalanced = imbalance["profile"] != "none" and labels["n_after"] < labels["n_before"]
+    noisy = noise["kind"] != "none" and n_flipped > 0
+    requested_ratio = _param(params, "labels", "imbalance", "ratio")
+    requested_rate = _param(params, "labels", "noise", "rate")
+    if not imbalanced and not noisy:
+        summary = (
+            "Nothing was injected (labels.noise.kind and labels.imbalance.profile are none): the model "
+            "trained on the training split's labels as they are."
+        )
+    else:
+        parts = []
+        if imbalanced:
+            parts.append(f"{imbalance['profile']} imbalance (rows dropped from the training classes)")
+        if noisy:
+            parts.append(f"{noise['kind']} label noise (labels flipped)")
+        summary = (
+            f"Injected on the training split only: {' and '.join(parts)}; the test split is untouched, so "
+            "the test results above measure against the true labels."
+        )
+    present = [c for c in counts if c > 0]
+    imbalance_text = str(imbalance["profile"])
+    if imbalanced and finite(requested_ratio):
+        imbalance_text += f" (requested ratio {requested_ratio:g})"
+    if present:
+        imbalance_text += f"; realised n_max / n_min = {max(present) / min(present):.2f}"
+    noise_text = str(noise["kind"])
+    if noisy and finite(requested_rate):
+        noise_text += f" (requested rate {requested_rate:g})"
+    noise_text += f"; {num(n_flipped)} of {num(n_noise)} labels flipped ({pct(n_flipped / max(n_noise, 1))})"
+    facts = [
+        ("Training rows", esc(f"{num(int(labels['n_before']))} before, {num(int(labels['n_after']))} after")),
+        ("Imbalance", esc(imbalance_text)),
+        ("Label noise", esc(noise_text)),
+    ]
+    flip_rates = noise.get("per_class_rate") or []
+    total = sum(counts) or 1
+    rows = "".join(
+        f'<tr><td>{esc(_class_name(classes, i, len(counts)))}</td><td class="num">{esc(num(c))}</td>'
+        f'<td class="num">{esc(f"{c / total:.1%}")}</td>'
+        f'<td class="num">{esc(pct(flip_rates[i]) if i < len(flip_rates) else "n/a")}</td></tr>'
+        for i, c in enumerate(counts)
+    )
+    table = (
+        '<details><summary>Training rows and flip rate per class</summary><table><thead><tr><th>Class</th>'
+        '<th class="num">Training rows</th><th class="num">Share</th><th class="num">Labels flipped</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></details>"
+    )
+    return f"<h3>Injected noise and imbalance</h3><p>{esc(summary)}</p>{kv_table(facts)}{table}"
+
+
+def _confusions(joint: Any, classes: Sequence[str], limit: int = 5) -> str:
+    """The most frequent off-diagonal cells of the confident joint: given label, what it looks like."""
+    if not isinstance(joint, list) or not joint:
+        return ""
+    k = len(joint)
+    cells = sorted(
+        ((-int(c), i, j) for i, row in enumerate(joint) for j, c in enumerate(row) if i != j and c),
+    )[:limit]
+    if not cells:
+        return ""
+    items = "".join(
+        f"<li>{esc(num(-neg))} row{'s' if neg != -1 else ''} labelled {esc(_class_name(classes, i, k))} "
+        f"look{'s' if neg == -1 else ''} like {esc(_class_name(classes, j, k))}</li>"
+        for neg, i, j in cells
+    )
+    return f"<p>Most frequent suspected confusions (confident joint, off the diagonal):</p><ul>{items}</ul>"
+
+
+def _detection(detect: Mapping[str, Any], classes: Sequence[str]) -> str:
+    head = "<h3>Which labels look wrong (confident learning)</h3>"
+    if not detect.get("enabled"):
+        return head + "<p>Detection was off (labels.detect.enabled: false).</p>"
+    n = int(detect["n"])
+
+    def share(count: Any) -> str:
+        return f"{num(int(count))} ({pct(int(count) / n if n else 0.0)})"
+
+    intro = (
+        f"Each of the {num(n)} training rows was predicted by a model that did not train on it "
+        f"({detect['n_splits']}-fold cross-validation inside the training split; the test split is never "
+        "used), and confident learning compared those probabilities with the given labels."
+    )
+    facts = [
+        ("Estimated noise rate", esc(pct(detect["noise_rate"]))),
+        ("Rows flagged as label issues", esc(share(detect["n_issues"]))),
+        ("… contradicted and not ambiguous: likely wrong", esc(share(detect["n_issues_likely_noise"]))),
+        ("… ambiguous: likely class overlap", esc(share(detect["n_issues_ambiguous"]))),
+        ("All confidently contradicted rows", esc(share(detect["n_contradicted"]))),
+        ("All ambiguous rows", esc(share(detect["n_ambiguous"]))),
+    ]
+    if "n_without_confident_class" in detect:
+        facts.append(("No class above its threshold", esc(share(detect["n_without_confident_class"]))))
+    found = detect.get("against_injected")
+    truth = ""
+    if isinstance(found, dict):
+        facts += [
+            ("True noise rate (injected)", esc(pct(detect.get("true_noise_rate")))),
+            (
+                "Against the injected flips",
+                esc(
+                    f"precision {num(found.get('precision'), 3)}, recall {num(found.get('recall'), 3)}, "
+                    f"F1 {num(found.get('f1'), 3)} ({num(found.get('n_flagged'))} flagged, "
+                    f"{num(found.get('n_true'))} truly flipped)"
+                ),
+            ),
+        ]
+        truth = (
+            "Precision: the share of flagged rows that were truly flipped; recall: the share of flipped "
+            "rows that were flagged."
+        )
+    else:
+        truth = "No noise was injected, so there is no truth to score the flags against."
+    return (
+        f"{head}<p>{esc(intro)}</p>{kv_table(facts)}"
+        f'<p class="note">{esc(AMBIGUITY_HELP.format(threshold=detect["ambiguity_threshold"]))} '
+        f"{esc(truth)}</p>{_confusions(detect.get('confident_joint'), classes)}"
+    )
+
+
+def _bold_if(value: Any, best: Any) -> str:
+    text = esc(num(value))
+    return f"<strong>{text}</strong>" if value == best else text
+
+
+def _sweep(rows: Sequence[Mapping[str, Any]], first: str, label: str) -> str:
+    """A study table: one row per setting, one column per option, the best of each row in bold."""
+    if not rows:
+        return "<p>No rows.</p>"
+    cols = [c for c in rows[0] if c != first]
+    head = f"<th>{esc(label)}</th>" + "".join(f'<th class="num">{esc(c)}</th>' for c in cols)
+    body = []
+    for row in rows:
+        values = [row.get(c) for c in cols]
+        best = max((v for v in values if finite(v)), default=None)
+        setting = row.get(first)
+        cells = "".join(f'<td class="num">{_bold_if(v, best)}</td>' for v in values)
+        body.append(f"<tr><td>{esc(f'{setting:g}' if finite(setting) else setting)}</td>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _wrong_vs_right(w: Mapping[str, Any]) -> str:
+    metric = esc(str(w.get("metric", "")).replace("_", " "))
+    ratio = w.get("ratio")
+    rows = []
+    for way, text in (
+        ("wrong", "wrong: oversample, then split into folds"),
+        ("right", "right: split, then oversample inside each training fold"),
+    ):
+        scores = w.get(way) or {}
+        optimism = scores.get("optimism")
+        rows.append(
+            f'<tr><td>{esc(text)}</td><td class="num">{esc(num(scores.get("cv")))}</td>'
+            f'<td class="num">{esc(num(scores.get("test")))}</td>'
+            f'<td class="num">{esc(f"{optimism:+.4f}" if finite(optimism) else "n/a")}</td></tr>'
+        )
+    return (
+        "<p><strong>Oversampling before the folds (wrong) vs inside each training fold (right), imbalance "
+        f"ratio {esc(f'{ratio:g}' if finite(ratio) else ratio)}, {esc(w.get('folds'))} folds</strong></p>"
+        f'<table><thead><tr><th>Way</th><th class="num">CV {metric}</th><th class="num">Test {metric}</th>'
+        f'<th class="num">Optimism (CV − test)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<p class="note">Oversampling before splitting puts copies of one row on both sides of a fold, so '
+        "the CV score flatters; the test score shows which estimate was honest.</p>"
+    )
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _study(study: Mapping[str, Any] | None) -> str:
+    head = "<h3>Study: noise and imbalance on this data set</h3>"
+    if study is None:
+        return head + (
+            f"<p>Not run: <code>{esc(STUDY_COMMAND)}</code> writes reports/{esc(STUDY_REL)}, and this "
+            "section then shows its tables (test accuracy against noise rate, balanced accuracy against "
+            "imbalance ratio, detection against the truth, oversampling before vs inside the folds).</p>"
+        )
+    noise, imbalance, d = study["noise"], study["imbalance"], study["detection"]
+    rate = f"{d['rate']:.0%}" if finite(d.get("rate")) else "n/a"
+    detection = (
+        f"Detecting {rate} injected symmetric noise (realised {pct(d.get('realised_rate'))}) from "
+        f"out-of-fold probabilities: estimated noise rate {pct(d.get('estimated_rate'))}; precision "
+        f"{num(d.get('precision'), 3)}, recall {num(d.get('recall'), 3)}, F1 {num(d.get('f1'), 3)}."
+    )
+    noise_title = f"{_cap(noise.get('metric', 'test accuracy'))} against {noise.get('kind', '')} label noise"
+    imbalance_title = (
+        f"{_cap(imbalance.get('metric', 'test balanced accuracy'))} against {imbalance.get('profile', '')} "
+        "class imbalance"
+    )
+    return (
+        f"{head}<p>From reports/{esc(STUDY_REL)}: each model trained on the training split with corrupted "
+        "labels and was scored on the clean test split; the best option in each row is in bold.</p>"
+        f"<p><strong>{esc(noise_title)}</strong></p>{_sweep(noise['table'], 'rate', 'noise rate')}"
+        f"<p><strong>{esc(imbalance_title)}</strong></p>"
+        f"{_sweep(imbalance['table'], 'ratio', 'n_max / n_min')}"
+        f"<p><strong>Detection</strong></p><p>{esc(detection)}</p>"
+        f"{_wrong_vs_right(study['wrong_vs_right'])}"
+    )
+
+
+def labels_section(
+    labels: Mapping[str, Any],
+    detect: Mapping[str, Any],
+    study: Mapping[str, Any] | None,
+    classes: Sequence[str],
+    params: Mapping[str, Any],
+) -> str:
+    return (
+        '<section id="labels"><h2>Labels</h2>'
+        f"{_injected(labels, classes, params)}{_detection(detect, classes)}{_study(study)}</section>"
+    )

@@ -1,0 +1,208 @@
+"""The report's result sections beyond model selection: the headline intervals, baselines, calibration
+and labels. Inputs come from tests/report/report_files.py (built with the library functions that write
+them)."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+
+import pytest
+from tests.report.report_files import (
+    build_page,
+    calibration_files,
+    label_files,
+    png_size,
+    section_of,
+    study_file,
+    without_images,
+    write_inputs,
+)
+
+from dlrig.errors import UserError
+from dlrig.io import load_json, save_json
+from dlrig.labels.study import markdown
+from dlrig.report.figures import reliability_figure
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    return write_inputs(tmp_path)
+
+
+def _page(root) -> str:
+    return without_images(build_page(root, "out"))
+
+
+def test_sections_come_in_story_order(inputs):
+    text = _page(inputs)
+    order = ["headline", "selection", "baselines", "training", "calibration", "per-class", "labels",
+             "validation", "split", "params"]
+    positions = [text.index(f'<section id="{anchor}">') for anchor in order]
+    assert positions == sorted(positions)
+    for anchor in order:
+        assert f'<a href="#{anchor}">' in text
+    footer = text[text.index("<footer>"):]
+    for rel in ("compare.json", "labels.json", "detect.json", "plots/reliability_before.json",
+                "plots/reliability_after.json"):
+        assert rel in footer
+    assert "studies/labels.json" not in footer  # absent, so not a source
+
+
+def test_headline_cards_carry_their_bootstrap_intervals(inputs):
+    ci = load_json(inputs / "reports/metrics.json")["test"]["ci95"]
+    headline = section_of(_page(inputs), "headline")
+    acc, bal, f1 = ci["accuracy"], ci["balanced_accuracy"], ci["macro_f1"]
+    assert f'<div class="ci">95% CI {100 * acc["low"]:.1f}–{100 * acc["high"]:.1f}%</div>' in headline
+    assert f'<div class="ci">95% CI {100 * bal["low"]:.1f}–{100 * bal["high"]:.1f}%</div>' in headline
+    assert f'<div class="ci">95% CI {f1["low"]:.3f}–{f1["high"]:.3f}</div>' in headline
+    assert headline.count('<div class="ci">') == 3  # log loss and the sample count have none
+    assert "percentile bootstrap over the test samples" in headline
+
+
+def test_calibration_before_and_after_temperature_scaling(inputs):
+    calib = load_json(inputs / "reports/metrics.json")["calibration"]
+    section = section_of(_page(inputs), "calibration")
+    assert f"{calib['ece']:.2%}" in section and f"{calib['ece_scaled']:.2%}" in section
+    assert f"{calib['temperature']:.4f}" in section
+    assert f"{calib['fitted_on']} training rows held out for early stopping" in section
+    assert "training split&#x27;s early-stopping rows" in section and "test samples were only scored" in section
+    assert "lowered the test ECE" in section and f"{calib['n_bins']} equal-width bins" in section
+    assert section.count("<figure>") == 1
+    png_size(inputs / "out/figures/reliability.png")
+
+
+def test_calibration_without_a_temperature_says_why(tmp_path):
+    write_inputs(tmp_path, scaled=False)
+    assert not (tmp_path / "reports/plots/reliability_after.json").exists()
+    section = section_of(_page(tmp_path), "calibration")
+    assert "No temperature was fitted" in section and "after temperature scaling" not in section
+    # The history reports 4 early-stopping rows: the checkpoint, not the settings, lacks them.
+    assert "held out 4 rows for early stopping" in section and "Re-run the train and evaluate" in section
+    history = load_json(tmp_path / "reports/train/history.json")
+    history["n_val"] = 0
+    save_json(tmp_path / "reports/train/history.json", history)
+    assert "early stopping was off" in section_of(_page(tmp_path), "calibration")
+
+
+def test_temperature_without_its_reliability_file_is_refused(inputs):
+    (inputs / "reports/plots/reliability_after.json").unlink()
+    with pytest.raises(UserError, match=r"plots/reliability_after\.json.*evaluate stage"):
+        build_page(inputs, "out")
+
+
+def test_baselines_section_shows_every_test_with_its_verdict(inputs):
+    compare = load_json(inputs / "reports/compare.json")
+    section = section_of(_page(inputs), "baselines")
+    assert "<h2>Compared with baselines</h2>" in section and "same 5 outer folds" in section
+    assert "Trust the corrected test" in section and "any two share 3 of the 4 parts" in section
+    for name, entry in compare["baselines"].items():
+        folds = entry["folds"]
+        heading = f"<h3>tuned vs <code>{name}</code> ({entry['estimator']})</h3>"
+        assert heading in section
+        table = section[section.index(heading):].split("</table>")[0]
+        assert f"tuned {folds['mean']['tuned']:.4f}, {name} {folds['mean'][name]:.4f}" in table
+        for test in ("corrected_t", "naive_t"):
+            assert f"t = {folds[test]['statistic']:.2f}" in table
+            assert escape(folds[test]["verdict"]) in table
+        assert '<tr class="trust"><td>Corrected resampled t-test (the one to trust)</td>' in table
+        assert "Naive paired t-test, for contrast only: anti-conservative" in table
+        bayes = folds["bayes"]
+        assert f"P(tuned better) {bayes['p_a_better']:.2f}, P(equivalent) {bayes['p_rope']:.2f}" in table
+        assert escape(bayes["verdict"]) in table
+        assert f"McNemar on the held-out test split ({entry['test']['n']} samples)" in table
+        assert escape(entry["test"]["verdict"]) in table
+        assert ("5x2cv paired t-test" in table) == ("five_by_two" in entry)
+    # The contrast the section exists for: the naive test calls a difference the corrected one does not.
+    folds = compare["baselines"]["logistic_regression"]["folds"]
+    assert folds["naive_t"]["p_value"] < 0.05 < folds["corrected_t"]["p_value"]
+
+
+def test_no_baselines_is_said_plainly(inputs):
+    compare = load_json(inputs / "reports/compare.json")
+    save_json(inputs / "reports/compare.json", {**compare, "baselines": {}})
+    assert "No baselines were configured" in section_of(_page(inputs), "baselines")
+
+
+def test_labels_section_shows_injection_and_detection(inputs):
+    labels = load_json(inputs / "reports/labels.json")
+    detect = load_json(inputs / "reports/detect.json")
+    section = section_of(_page(inputs), "labels")
+    noise = labels["noise"]
+    assert "step imbalance" in section and "symmetric label noise" in section
+    assert "requested ratio 2" in section and "requested rate 0.2" in section
+    counts = labels["imbalance"]["counts"]
+    assert f"realised n_max / n_min = {max(counts) / min(counts):.2f}" in section
+    assert f"{noise['n_flipped']} of {noise['n']} labels flipped ({noise['n_flipped'] / noise['n']:.2%})" in section
+    assert f"{labels['n_before']} before, {labels['n_after']} after" in section
+    assert f"<td>{detect['noise_rate']:.2%}</td>" in section  # estimated noise rate
+    for key in ("n_issues", "n_issues_likely_noise", "n_issues_ambiguous", "n_contradicted", "n_ambiguous"):
+        assert f"<td>{detect[key]} ({detect[key] / detect['n']:.2%})</td>" in section
+    found = detect["against_injected"]
+    assert f"precision {found['precision']:.3f}, recall {found['recall']:.3f}, F1 {found['f1']:.3f}" in section
+    assert "Confidently contradicted:" in section and "Ambiguous:" in section
+    assert "<code>dvc repro studies/dvc.yaml</code> writes reports/studies/labels.json" in section
+
+
+def test_nothing_injected_and_detection_off(inputs):
+    labels, detect = label_files(noise=0.0, ratio=1.0, detect=False)
+    save_json(inputs / "reports/labels.json", labels)
+    save_json(inputs / "reports/detect.json", detect)
+    section = section_of(_page(inputs), "labels")
+    assert "Nothing was injected" in section and "0 of 120 labels flipped" in section
+    assert "Detection was off" in section
+
+
+def test_label_study_is_shown_when_present(inputs):
+    study = study_file()
+    assert "Detecting 20% injected noise" in markdown(study)  # the library reads the same shape
+    save_json(inputs / "reports/studies/labels.json", study)
+    text = _page(inputs)
+    section = section_of(text, "labels")
+    assert "Not run" not in section
+    assert "Test accuracy against symmetric label noise" in section
+    assert "Test balanced accuracy against step class imbalance" in section
+    assert '<tr><td>0.4</td><td class="num">0.8100</td><td class="num"><strong>0.8800</strong></td>' in section
+    assert '<tr><td>10</td><td class="num">0.8100</td>' in section and "<strong>0.9100</strong>" in section
+    assert "Detecting 20% injected symmetric noise (realised 20.10%)" in section
+    assert "precision 0.914, recall 0.917, F1 0.915" in section
+    assert "+0.0900" in section and "+0.0009" in section and "CV balanced accuracy" in section
+    assert "studies/labels.json" in text[text.index("<footer>"):]
+
+
+def test_malformed_label_study_is_refused(inputs):
+    save_json(inputs / "reports/studies/labels.json", {"noise": {}})
+    with pytest.raises(UserError, match=r"studies/labels\.json.*dvc repro studies/dvc\.yaml"):
+        build_page(inputs, "out")
+
+
+@pytest.mark.parametrize(
+    "rel, change, stage",
+    [
+        ("metrics.json", lambda m: {**m, "test": {k: v for k, v in m["test"].items() if k != "ci95"}}, "evaluate"),
+        ("metrics.json", lambda m: {k: v for k, v in m.items() if k != "calibration"}, "evaluate"),
+        ("compare.json", lambda c: {k: v for k, v in c.items() if k != "baselines"}, "compare"),
+        ("compare.json", lambda c: {**c, "baselines": {"x": {"folds": {}}}}, "compare"),
+        ("labels.json", lambda lab: {k: v for k, v in lab.items() if k != "noise"}, "labels"),
+        ("detect.json", lambda d: {k: v for k, v in d.items() if k != "noise_rate"}, "detect"),
+        ("detect.json", lambda d: {k: v for k, v in d.items() if k != "enabled"}, "detect"),
+    ],
+)
+def test_malformed_result_files_name_file_and_stage(inputs, rel, change, stage):
+    path = inputs / "reports" / rel
+    save_json(path, change(load_json(path)))
+    with pytest.raises(UserError, match=re.escape(rel) + f".*{stage} stage"):
+        build_page(inputs, "out")
+
+
+def test_reliability_figure_is_stable_and_handles_missing_pieces(tmp_path):
+    calib, curves = calibration_files()
+    kwargs = {"after": curves["after"], "ece_before": calib["ece"], "ece_after": calib["ece_scaled"],
+              "temperature": calib["temperature"]}
+    first = reliability_figure(curves["before"], tmp_path / "a.png", 40, **kwargs).read_bytes()
+    assert reliability_figure(curves["before"], tmp_path / "b.png", 40, **kwargs).read_bytes() == first
+    png_size(reliability_figure(curves["before"], tmp_path / "before.png", 40))  # no temperature fitted
+    png_size(reliability_figure([], tmp_path / "empty.png", 40))
+    with_empty_bin = [*curves["before"], {"bin_low": 0.0, "bin_high": 0.2, "confidence": None, "accuracy": None,
+                                          "count": 0}]
+    png_size(reliability_figure(with_empty_bin, tmp_path / "gap.png", 40))
