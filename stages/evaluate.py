@@ -15,7 +15,7 @@ import torch
 from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
-from dlrig.evaluate.holdout import calibration, holdout_metrics
+from dlrig.evaluate.holdout import calibration, holdout_metrics, precision_recall
 from dlrig.evaluate.metrics import write_plot_data
 from dlrig.io import load_json, save_json
 from dlrig.params import load_params
@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cv = load_json(args.cv)
     proba = predict_proba(model, test.X)
     metrics = holdout_metrics(test.y, proba, test.classes, seed=params.seed)
+    pr_metrics, pr_curve = precision_recall(test.y, proba, test.classes)
+    metrics.update(pr_metrics)
 
     val_index = np.asarray(ckpt["extra"].get("val_index", []), dtype=np.int64)
     y_fit = proba_fit = None
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "calibration": calib,
     })
     write_plot_data(args.plots, test.y, proba, test.classes)
+    save_json(f"{args.plots}/precision_recall.json", pr_curve)
     for name in ("before", "after"):  # temperature scaling; "after" is empty when no T could be fitted
         save_json(f"{args.plots}/reliability_{name}.json", [r for r in curves.get(name, []) if r["count"]])
     ci = metrics["ci95"]["accuracy"]

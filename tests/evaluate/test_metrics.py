@@ -107,3 +107,19 @@ def test_plot_data(tmp_path):
         "confusion.json",
         "per_class_recall.json",
     ]
+
+
+def test_precision_recall_by_hand():
+    from sklearn.metrics import average_precision_score
+
+    from dlrig.evaluate.holdout import precision_recall
+
+    y = np.array([0, 0, 1, 1, 2])
+    proba = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.1, 0.1, 0.8]])
+    metrics, curve = precision_recall(y, proba, ["a", "b", "c"])
+    assert metrics["average_precision"]["c"] == 1.0
+    assert metrics["average_precision"]["a"] == round(average_precision_score(y == 0, proba[:, 0]), 6)
+    assert metrics["macro_average_precision"] == round(np.mean(list(metrics["average_precision"].values())), 6)
+    assert curve[0] == {"recall": 0.0, "precision": 1.0} and len(curve) == 101
+    precisions = [p["precision"] for p in curve]
+    assert all(a >= b for a, b in zip(precisions, precisions[1:], strict=False))  # an envelope never rises

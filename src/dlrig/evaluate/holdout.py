@@ -40,6 +40,27 @@ def holdout_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str], *, see
     return metrics
 
 
+def precision_recall(y: np.ndarray, proba: np.ndarray, classes: list[str],
+                     n_points: int = 101) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Average precision per class (one-vs-rest) and its macro mean; the micro-averaged PR curve
+    (every sample x class pair), resampled at ``n_points`` recall levels for ``dvc plots``."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    onehot = np.eye(len(classes))[y]
+    per_class = {name: round(float(average_precision_score(onehot[:, k], proba[:, k])), 6)
+                 for k, name in enumerate(classes) if onehot[:, k].any()}
+    precision, recall, _ = precision_recall_curve(onehot.ravel(), proba.ravel())
+    levels = np.linspace(0, 1, n_points)
+    # Interpolated precision: the best precision at any recall >= the level (the usual PR envelope).
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    curve = [{"recall": round(float(r), 4),
+              "precision": round(float(envelope[recall >= r].max()) if (recall >= r).any() else 0.0, 6)}
+             for r in levels]
+    metrics = {"macro_average_precision": round(float(np.mean(list(per_class.values()))), 6),
+               "average_precision": per_class}
+    return metrics, curve
+
+
 def calibration(y_test: np.ndarray, proba_test: np.ndarray, y_fit: np.ndarray | None,
                 proba_fit: np.ndarray | None, n_bins: int = 15) -> tuple[dict[str, Any], dict[str, Any]]:
     """ECE on the test split before and after temperature scaling; (metrics, reliability plot data).
