@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     scorer = TorchScorer(train.X, train.y, K, params.fit_config(), "accuracy", device=params.compute.device)
     jobs = [({}, tr, te, derive_seed(params.seed, "detect", i)) for i, (tr, te) in enumerate(folds)]
     oof = np.zeros((len(rows), K))
-    for (_, _, te, _), result in zip(jobs, scorer._fit_score(jobs, None, keep_proba=True), strict=True):
+    for (_, _, te, _), result in zip(jobs, scorer.fit_score(jobs, None, keep_proba=True), strict=True):
         oof[te] = np.asarray(result["proba"])
     issues = find_label_issues(train.y, oof, K, ambiguity_threshold=cfg.ambiguity_threshold)
     report = {"enabled": True, "n": int(len(rows)), "n_splits": cfg.n_splits, **issues["summary"]}

@@ -37,7 +37,7 @@ class _Model:
         if self.sklearn is None:
             jobs = [(self.config, tr, te, derive_seed(self.params.seed, tag, i))
                     for i, (tr, te) in enumerate(splits)]
-            return [r["metrics"] for r in self.scorer._fit_score(jobs, None)]
+            return [r["metrics"] for r in self.scorer.fit_score(jobs, None)]
         from sklearn.base import clone
 
         X, y, k = self.train.X, self.train.y, self.train.n_classes

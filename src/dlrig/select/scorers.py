@@ -102,7 +102,7 @@ class TorchScorer:
     def _jobs_key(self, kind: str, jobs: list[tuple[dict, np.ndarray, np.ndarray, int]], extra: Any) -> str:
         return _digest(self._fp, kind, extra, *[(c, _digest(tr), _digest(te), s) for c, tr, te, s in jobs])
 
-    def _fit_score(
+    def fit_score(
         self,
         jobs: list[tuple[dict, np.ndarray, np.ndarray, int]],
         pruner: Pruner | None,
@@ -169,7 +169,7 @@ class TorchScorer:
         key = self._jobs_key("cv", jobs, extra)
         results = self.cache.get(key)
         if results is None:
-            results = self._fit_score(jobs, pruner)
+            results = self.fit_score(jobs, pruner)
             self.cache.put(key, results)
         elif pruner is not None:  # replay what the pruner learnt from these runs
             pruner.curves.extend(
@@ -199,7 +199,7 @@ class TorchScorer:
         key = self._jobs_key("holdout", jobs, keep_proba)
         result = self.cache.get(key)
         if result is None:
-            result = self._fit_score(jobs, None, keep_proba=keep_proba)[0]
+            result = self.fit_score(jobs, None, keep_proba=keep_proba)[0]
             self.cache.put(key, result)
         return result["metrics"]
 
