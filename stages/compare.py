@@ -15,7 +15,7 @@ from dlrig.data.dataset import Dataset
 from dlrig.evaluate.baselines import compare_with_baselines
 from dlrig.evaluate.compare import markdown_table
 from dlrig.io import load_json, save_json, save_text
-from dlrig.params import load_params
+from dlrig.params import FitConfig, load_params
 from dlrig.train.checkpoint import load_model
 
 
@@ -36,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     train, test = Dataset.load(args.train, args.meta), Dataset.load(args.test, args.meta)
     folds = load_json(args.folds)
     model, ckpt = load_model(args.model)
-    selected = ckpt["extra"].get("selected", {})
+    tuned = FitConfig.model_validate(ckpt["config"])
     print(f"compare: tuned model vs {sorted(params.compare.baselines) or 'no baselines'}")
-    result = compare_with_baselines(params, train, test, folds, selected, model)
+    result = compare_with_baselines(params, train, test, folds, tuned, model)
     save_json(args.out, result)
     table = markdown_table(result["baselines"], result["reference"], result["metric"])
     save_text(args.table, f"# Tuned model vs baselines ({result['metric']})\n\n{table}")

@@ -4,18 +4,24 @@
    optimistic the inner scores are; per-fold records go to reports/cv/.
 2. The final config is selected the same way on all training rows and refit on them (early stopping
    carved from those rows only) -> models/model.pt. Curves are logged with DVCLive to reports/train/.
+
+Every output is a pure function of the params, so two runs write the same bytes. What a run did besides
+(seconds per task, fit-cache hits and misses) goes to reports/run/train.json, which is not a DVC output.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
-from dlrig.io import save_json
+from dlrig.io import adopt_tree, save_json
 from dlrig.models import count_parameters
 from dlrig.params import load_params
 from dlrig.select.analysis import analyze_search, optimism_summary
@@ -32,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--model", default="models/model.pt")
     ap.add_argument("--logdir", default="reports/train")
     ap.add_argument("--cvdir", default="reports/cv")
+    ap.add_argument("--run-info", default="reports/run/train.json",
+                    help="seconds and cache hits of this run (not a DVC output: it differs between runs)")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -61,20 +69,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         "cv": {"mean": summary["mean"], "std": summary["std"], "optimism": summary["optimism"],
                "n_trials": len(trials)},
     })
-    save_json(f"{args.cvdir}/cache.json", selection.cache)
 
     config = params.fit_config().with_overrides(selection.final.config)
     from dvclive import Live  # imported late: the params above are checked before any slow import
 
-    with Live(dir=args.logdir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        def log_epoch(record: dict[str, float]) -> None:
-            for key, value in record.items():
-                if key != "epoch":
-                    live.log_metric(key.replace("_", "/", 1), value)
-            live.next_step()
+    # DVCLive writes its own files as it goes: it logs into a temp dir whose files join this stage's output
+    # set, so a crash mid-refit leaves the previous curves beside the previous model.
+    Path(args.logdir).parent.mkdir(parents=True, exist_ok=True)
+    live_dir = tempfile.mkdtemp(prefix=".live-", dir=Path(args.logdir).parent)
+    try:
+        with Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            def log_epoch(record: dict[str, float]) -> None:
+                for key, value in record.items():
+                    if key != "epoch":
+                        live.log_metric(key.replace("_", "/", 1), value)
+                live.next_step()
 
-        result = fit(train.X, train.y, train.n_classes, config, params.seed,
-                     device=params.compute.device, on_epoch=log_epoch)
+            result = fit(train.X, train.y, train.n_classes, config, params.seed,
+                         device=params.compute.device, on_epoch=log_epoch)
+        adopt_tree(live_dir, args.logdir)
+    finally:
+        shutil.rmtree(live_dir, ignore_errors=True)
 
     save_model(
         args.model, result.model, config,
@@ -91,13 +106,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "n_parameters": count_parameters(result.model),
         "n_fit": int(len(result.train_index)),
         "n_val": int(len(result.val_index)),
-        "seconds": round(result.seconds, 3),
         "selected_config": selection.final.config,
     })
+    save_json(args.run_info, {"seconds": {**selection.seconds, "refit": round(result.seconds, 3)},
+                              "cache": selection.cache})
     label = "plain CV (optimistic)" if cv.depth == 1 else "nested CV"
     optimism = "" if summary["optimism"] is None else f", optimism {summary['optimism']:+.4f}"
     print(f"train: {label} {params.search.metric} {summary['mean']:.4f} ± {summary['std']:.4f}{optimism}; "
           f"final config {selection.final.config}; refit {len(result.history)} epochs -> {args.model}")
+    print(f"train: fit cache {selection.cache['hits']} hits, {selection.cache['misses']} misses "
+          f"({params.compute.cache_dir or 'no cache'})")
     for warning in analysis.get("warnings", []):
         print(f"  note: {warning}")
 

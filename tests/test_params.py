@@ -1,9 +1,13 @@
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dlrig.errors import UserError
-from dlrig.params import Params, load_params, parse_params
+from dlrig.params import SECTIONS, Params, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +64,9 @@ def test_every_error_is_reported_not_just_the_first():
 
 
 def test_scientific_notation_is_a_float(tmp_path):
-    (tmp_path / "params.yaml").write_text("optim:\n  lr: 1e-3\n  eps: 1.0e-08\n")
+    text = (ROOT / "params.yaml").read_text()
+    text = re.sub(r"(?m)^  lr: \S+", "  lr: 1e-3", text)
+    (tmp_path / "params.yaml").write_text(text)
     params = load_params(tmp_path / "params.yaml")
     assert params.optim.lr == pytest.approx(1e-3) and params.optim.eps == pytest.approx(1e-8)
 
@@ -91,3 +97,51 @@ def test_fit_config_overrides_are_validated():
         config.with_overrides({"optim.lr": -2})
     with pytest.raises(UserError, match="optim.lrr: not a key"):
         config.with_overrides({"optim.lrr": 0.1})
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_params_file_is_refused(tmp_path, text):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UserError, match=r"params.yaml: is empty; it must hold every section \(seed, data, "):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_missing_section_is_named(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["optim"], raw["report"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=r"params.yaml: missing section\(s\) optim, report; every section"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_the_committed_params_name_every_section():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert list(raw) == list(SECTIONS)  # and in the documented order
+
+
+@pytest.mark.parametrize(("key", "value"), [("optim.lr", ".inf"), ("optim.lr", ".nan"),
+                                            ("labels.noise.rate", ".nan"), ("validate.value_max", "-.inf")])
+def test_non_finite_numbers_are_refused(key, value):
+    section, *rest = key.split(".")
+    raw: dict = {}
+    node = raw.setdefault(section, {})
+    for part in rest[:-1]:
+        node = node.setdefault(part, {})
+    node[rest[-1]] = yaml.load(value, Loader=yaml.SafeLoader)
+    with pytest.raises(UserError, match=rf"params.yaml: {re.escape(key)} must be a finite number"):
+        parse_params(raw)
+
+
+def test_a_non_finite_searched_value_is_refused():
+    with pytest.raises(UserError, match="search.space.optim.lr: .*finite"):
+        parse_params({"search": {"space": {"optim.lr": [0.001, float("inf")]}}})
+    with pytest.raises(UserError, match="search.space.optim.lr.high must be a finite number"):
+        parse_params({"search": {"space": {"optim.lr": {"low": 0.001, "high": float("inf")}}}})
+
+
+def test_check_params_exits_non_zero_on_an_empty_file(tmp_path):
+    (tmp_path / "params.yaml").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "dlrig.cli", "check-params", str(tmp_path / "params.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: params.yaml: is empty")

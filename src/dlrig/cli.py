@@ -1,7 +1,8 @@
 """Command-line doors: the ``dlrig`` console script and the error handling every stage shares.
 
 A :class:`~dlrig.errors.UserError` is printed as one line (``error: ...``) with exit status 2 and no
-traceback; any other exception is a bug and keeps its traceback.
+traceback; Ctrl-C prints one line and exits 130 (outputs are written atomically, so nothing is half
+written); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from dlrig.errors import UserError
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
     """Call a stage's ``main`` and turn user errors into one clean line and exit status 2."""
+    from dlrig.io import output_set
+
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     try:
-        main(argv)
+        with output_set():  # all of the stage's outputs appear together, or none of them
+            main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: no output was changed by the unfinished step; rerun to resume "
+              "(finished fits are cached)", file=sys.stderr)
+        sys.exit(130)
 
 
 def _check_params(args: argparse.Namespace) -> None:
@@ -69,13 +77,22 @@ def _read_rev(path: str, rev: str) -> object:
                         "name a git revision, a DVC experiment (dvc exp show) or 'workspace'") from None
 
 
+def _fold_records(path: str, rev: str, data: object) -> list[dict]:
+    """The outer-fold records of a run, or one line saying the file is not such a record."""
+    needed = {"train_index", "test_index", "outer_metrics", "best_config"}
+    ok = isinstance(data, list) and data and all(isinstance(f, dict) and needed <= f.keys() for f in data)
+    if not ok:
+        raise UserError(f"{path} at {rev!r}: not a folds record (a list of outer folds with "
+                        f"{', '.join(sorted(needed))}); pass the train stage's reports/cv/folds.json")
+    return data
+
+
 def _compare(args: argparse.Namespace) -> None:
     import numpy as np
 
     from dlrig.evaluate.compare import compare_fold_scores
 
-    runs = {rev: _read_rev(args.folds, rev) for rev in (args.a, args.b)}
-    folds_a, folds_b = runs[args.a], runs[args.b]
+    folds_a, folds_b = (_fold_records(args.folds, r, _read_rev(args.folds, r)) for r in (args.a, args.b))
     same = [f["test_index"] for f in folds_a] == [f["test_index"] for f in folds_b]
     if not same:
         raise UserError(f"{args.a} and {args.b} were cross-validated on different outer folds (other seed, "
@@ -87,6 +104,12 @@ def _compare(args: argparse.Namespace) -> None:
     except KeyError:
         raise UserError(f"--metric {metric}: not in the fold records (have "
                         f"{sorted(folds_a[0]['outer_metrics'])})") from None
+    if folds_a == folds_b:
+        # `dvc exp run -n lr01` leaves lr01's results in the workspace: `compare workspace lr01` is then a
+        # run compared with itself, and p = 1 says nothing.
+        print(f"warning: {args.a} and {args.b} have identical fold records (same configs, same scores): "
+              "this compares a run with itself. After `dvc exp run`, the workspace holds that experiment; "
+              "compare it with the baseline (e.g. HEAD) instead.", file=sys.stderr)
     n_train = float(np.mean([len(f["train_index"]) for f in folds_a]))
     n_test = float(np.mean([len(f["test_index"]) for f in folds_a]))
     result = compare_fold_scores(a, b, n_train, n_test, labels=(args.a, args.b), rope=args.rope)

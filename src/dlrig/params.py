@@ -49,7 +49,8 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Floats are finite: ``lr: .inf`` or ``rate: .nan`` is refused here, not by a traceback mid-training.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------------------------------- labels
@@ -362,7 +363,7 @@ class Params(Section):
     studies: StudiesParams = Field(default_factory=StudiesParams)
     report: ReportParams = Field(default_factory=ReportParams)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     def fit_config(self) -> FitConfig:
         return FitConfig(model=self.model, optim=self.optim, schedule=self.schedule, train=self.train)
@@ -411,6 +412,8 @@ def _describe(err: dict[str, Any]) -> str:
         return f"must be {op[kind]} {bound}{shown}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}{shown}"
+    if kind == "finite_number":
+        return f"must be a finite number{shown}"
     if kind.startswith("int"):
         return f"must be an integer{shown}"
     if kind.startswith("float"):
@@ -483,9 +486,29 @@ def read_yaml(path: str | Path) -> Any:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
+# The top-level sections, spelled as in the YAML (``validate``, not ``validate_``).
+SECTIONS = tuple(field.alias or name for name, field in Params.model_fields.items())
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raises :class:`UserError` naming every bad key."""
-    return parse_params(read_yaml(path), source=str(Path(path).name))
+    """Read and validate a params file; raises :class:`UserError` naming every bad key.
+
+    A file is the whole experiment: every top-level section must be present. An empty file, or one that
+    lost a section, would otherwise run silently on built-in defaults and overwrite real results. (Keys
+    *inside* a section may be left out: their defaults are the ones params.py documents.)
+    """
+    raw = read_yaml(path)
+    name = str(Path(path).name)
+    if raw is None or raw == {}:
+        raise UserError(f"{name}: is empty; it must hold every section ({', '.join(SECTIONS)}): "
+                        "restore it (git checkout params.yaml)")
+    if isinstance(raw, dict):
+        missing = [key for key in SECTIONS if key not in raw]
+        if missing:
+            raise UserError(f"{name}: missing section(s) {', '.join(missing)}; every section must be "
+                            "present (no silent defaults for a whole section): copy it from the committed "
+                            "params.yaml")
+    return parse_params(raw, source=name)
 
 
 def dump_params(params: Params) -> dict[str, Any]:

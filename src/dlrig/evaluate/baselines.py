@@ -19,7 +19,7 @@ from dlrig.evaluate.compare import (
     five_by_two_test,
     make_sklearn_baseline,
 )
-from dlrig.params import Params
+from dlrig.params import FitConfig, Params
 from dlrig.select.nested import derive_seed
 from dlrig.select.scorers import TorchScorer, score_proba
 
@@ -27,10 +27,10 @@ from dlrig.select.scorers import TorchScorer, score_proba
 class _Model:
     """Fit on rows, score on rows, predict the test split: a dlrig config or a scikit-learn pipeline."""
 
-    def __init__(self, train: Dataset, params: Params, config: dict[str, Any], sklearn: Any = None) -> None:
+    def __init__(self, train: Dataset, params: Params, base: FitConfig, config: dict[str, Any],
+                 sklearn: Any = None) -> None:
         self.train, self.config, self.sklearn, self.params = train, config, sklearn, params
-        self.scorer = TorchScorer(train.X, train.y, train.n_classes, params.fit_config(),
-                                  params.search.metric,
+        self.scorer = TorchScorer(train.X, train.y, train.n_classes, base, params.search.metric,
                                   device=params.compute.device)
 
     def scores(self, splits: list[tuple[np.ndarray, np.ndarray]], tag: str) -> list[dict[str, float]]:
@@ -67,9 +67,14 @@ def _metric_of(scores: list[dict[str, float]], metric: str) -> list[float]:
 
 
 def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds: list[dict[str, Any]],
-                           final_config: dict[str, Any], final_model: Any, *, reference: str = "tuned",
+                           tuned: FitConfig, final_model: Any, *, reference: str = "tuned",
                            log=print) -> dict[str, Any]:
-    """Every comparison the ``compare`` stage reports, as JSON."""
+    """Every comparison the ``compare`` stage reports, as JSON.
+
+    ``tuned`` is the config the final model was trained with (from its checkpoint): the tuned model is
+    refit from it on other splits, and a ``dlrig`` baseline is it with the baseline's overrides. The
+    training sections of params.yaml are not read here: the checkpoint is what was tuned.
+    """
     cfg = params.compare
     metric = params.search.metric
     # Label-only baselines (an SVM without probabilities) cannot give a log loss: compare accuracy then.
@@ -78,7 +83,7 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
     ours_folds = [f["outer_metrics"][fold_metric] for f in folds]
     n_train = float(np.mean([len(tr) for tr, _ in outer]))
     n_test = float(np.mean([len(te) for _, te in outer]))
-    ours = _Model(train, params, final_config)
+    ours = _Model(train, params, tuned, {})
     ours_test = ours.predict_test(test, final_model)
     splits52 = [s for rep in five_by_two_splits(train.y, params.seed) for s in rep] if cfg.five_by_two else []
     ours52 = _metric_of(ours.scores(splits52, "5x2"), fold_metric) if splits52 else []
@@ -86,9 +91,10 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
     results: dict[str, Any] = {}
     for name, spec in sorted(cfg.baselines.items()):
         if spec.estimator == "dlrig":
-            model = _Model(train, params, {**final_config, **spec.overrides})
+            model = _Model(train, params, tuned, dict(spec.overrides))
         else:
-            model = _Model(train, params, {}, make_sklearn_baseline(spec.estimator, spec.params, params.seed))
+            model = _Model(train, params, tuned, {},
+                           make_sklearn_baseline(spec.estimator, spec.params, params.seed))
         labels = (reference, name)
         base_folds = _metric_of(model.scores(outer, f"outer-{name}"), fold_metric)
         entry: dict[str, Any] = {
@@ -99,8 +105,8 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
         if spec.estimator == "dlrig":
             from dlrig.train import fit
 
-            fitted = fit(train.X, train.y, train.n_classes,
-                         params.fit_config().with_overrides(model.config), params.seed)
+            fitted = fit(train.X, train.y, train.n_classes, tuned.with_overrides(model.config), params.seed,
+                         device=params.compute.device)
             base_test = model.predict_test(test, fitted.model)
         else:
             base_test = model.predict_test(test)

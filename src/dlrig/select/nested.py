@@ -15,7 +15,6 @@ config is selected the same way on the whole training split. The driver does not
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,12 +142,13 @@ class NestedCV:
 
     # ------------------------------------------------------------------------------ the estimates
     def outer_fold(self, k: int, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
-        start = time.perf_counter()
         chosen = self.select(train, ("outer", k))
         scores = self.scorer.holdout(chosen.config, train, test, derive_seed(self.seed, "outer-refit", k))
-        return self._fold_record(k, train, test, chosen, scores, time.perf_counter() - start)
+        return self._fold_record(k, train, test, chosen, scores)
 
-    def _fold_record(self, k, train, test, chosen: Selection, scores, seconds) -> dict[str, Any]:
+    def _fold_record(self, k, train, test, chosen: Selection, scores) -> dict[str, Any]:
+        """One outer fold's record: a pure function of the params (no wall-clock time, so two runs of the
+        same params write byte-identical reports/cv/folds.json; timings go to reports/timings/)."""
         return {
             "fold": k,
             "train_index": train.tolist(),
@@ -160,7 +160,6 @@ class NestedCV:
             "candidates": chosen.candidates,
             "candidate": chosen.candidate,
             "search": chosen.search.to_json() if chosen.search else None,
-            "seconds": round(seconds, 3),
         }
 
     def outer_folds(self, rows: np.ndarray) -> Folds:
@@ -168,16 +167,13 @@ class NestedCV:
 
     def plain_cv(self, rows: np.ndarray) -> tuple[list[dict[str, Any]], Selection]:
         """Depth 1: select and score on the same folds (optimistic), one record per fold."""
-        start = time.perf_counter()
         folds = self.outer_folds(rows)
         chosen = self._search(rows, {}, None, ("plain",), folds=folds)
         best = chosen.search.best
         records = []
         for k, (train, test) in enumerate(folds):
             scores = {m: vs[k] for m, vs in best.metrics.items()} or {self.scorer.metric: best.scores[k]}
-            rec = self._fold_record(
-                k, train, test, chosen, scores, (time.perf_counter() - start) / len(folds)
-            )
+            rec = self._fold_record(k, train, test, chosen, scores)
             rec["search"] = None
             records.append(rec)
         return records, chosen

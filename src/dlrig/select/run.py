@@ -7,8 +7,10 @@ Outer folds (and the final selection on all training rows) are independent jobs:
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ class SelectionReport:
     final: Selection
     space: dict[str, Any]
     cache: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per task: timings, not results
 
 
 def _start_values(params: Params, names: list[str]) -> dict[str, Any]:
@@ -40,11 +43,36 @@ def _start_values(params: Params, names: list[str]) -> dict[str, Any]:
     return out
 
 
-def _run_task(driver: NestedCV, task: tuple) -> tuple[tuple, Any]:
+_WATCHDOG: list[threading.Thread] = []
+
+
+def _exit_with_parent() -> None:
+    """In a worker process: exit as soon as the process that started it is gone.
+
+    ``kill -9`` of the stage leaves loky's workers running their fold to the end (tens of seconds of CPU
+    for nothing). A daemon thread polls the parent's pid; when the worker is re-parented, it exits.
+    """
+    if _WATCHDOG:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    _WATCHDOG.append(threading.Thread(target=watch, name="dlrig-exit-with-parent", daemon=True))
+    _WATCHDOG[0].start()
+
+
+def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tuple, Any]:
     """One outer fold, or the final selection; runs in a worker process (one torch thread)."""
     import torch
 
+    if worker:
+        _exit_with_parent()
     torch.set_num_threads(1)
+    start = time.perf_counter()
     cache = driver.scorer.cache
     before = (cache.hits, cache.misses)
     if task[0] == "outer":
@@ -52,7 +80,7 @@ def _run_task(driver: NestedCV, task: tuple) -> tuple[tuple, Any]:
         key, value = task[:2], driver.outer_fold(k, train, test)
     else:
         key, value = ("final",), driver.select(task[1], ("final",))
-    return key, value, (cache.hits - before[0], cache.misses - before[1])
+    return key, value, (cache.hits - before[0], cache.misses - before[1]), time.perf_counter() - start
 
 
 def select_config(params: Params, train: Dataset, *, log=print) -> SelectionReport:
@@ -81,6 +109,7 @@ def select_config(params: Params, train: Dataset, *, log=print) -> SelectionRepo
     )
     rows = np.arange(len(train.y))
     start = time.perf_counter()
+    timings: dict[str, float] = {}
     if params.cv.depth == 1:
         folds, final = driver.plain_cv(rows)
         hits, misses = cache.hits, cache.misses
@@ -92,18 +121,21 @@ def select_config(params: Params, train: Dataset, *, log=print) -> SelectionRepo
             from joblib import Parallel, delayed
 
             runner = Parallel(n_jobs=params.compute.n_jobs, backend="loky", return_as="generator_unordered")
-            outputs = runner(delayed(_run_task)(driver, t) for t in tasks)
+            outputs = runner(delayed(_run_task)(driver, t, worker=True) for t in tasks)
         else:
             outputs = (_run_task(driver, t) for t in tasks)
         hits = misses = 0
-        for key, value, (h, m) in outputs:
+        for key, value, (h, m), seconds in outputs:
             results[key] = value
+            timings["-".join(map(str, key))] = round(seconds, 3)
             hits, misses = hits + h, misses + m
             _log_task(log, key, value, start)
         folds = [results[("outer", k)] for k in range(len(tasks) - 1)]
         final = results[("final",)]
     summary = summarise(folds, params.search.metric, params.cv.depth)
-    return SelectionReport(folds, summary, final, describe_space(dims), {"hits": hits, "misses": misses})
+    timings["total"] = round(time.perf_counter() - start, 3)
+    cache_counts = {"hits": hits, "misses": misses}
+    return SelectionReport(folds, summary, final, describe_space(dims), cache_counts, timings)
 
 
 def _log_task(log, key: tuple, value: Any, start: float) -> None:

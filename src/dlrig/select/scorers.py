@@ -1,8 +1,11 @@
 """Scorers train and score configs for the nested-CV driver: torch models (fast batched path, resumable
 cache) and scikit-learn estimators (the oracle the torch path is checked against).
 
-Every result is a pure function of (code, data, rows, config, seed), so it is cached on disk under that
-key: a run killed mid-way resumes from the finished work and gives the same numbers as an uninterrupted one.
+Every result is a pure function of (code, library versions, device, data, rows, the full resolved training
+config, seed), so it is cached on disk under a key derived from exactly those: the key is computed from the
+``FitConfig`` objects the fits receive (not from the searched overrides), so a change to any training key --
+searched or not -- is a miss. A run killed mid-way resumes from the finished work and gives the same numbers
+as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dlrig.io import load_json, save_json
+from dlrig.io import immediate, save_json
 from dlrig.params import FitConfig
 from dlrig.select.search import Pruner, Trial
 
@@ -46,32 +49,59 @@ def _digest(*parts: Any) -> str:
 
 
 def code_fingerprint() -> str:
-    """A hash of the dlrig sources: a cache entry from other code is never reused."""
+    """A hash of the dlrig sources and the numeric libraries' versions: an entry from other code is unused."""
+    import sklearn
+    import torch
+
     root = Path(__file__).resolve().parents[1]
     files = sorted(root.rglob("*.py"))
-    return _digest([str(p.relative_to(root)) for p in files], *[p.read_bytes().hex() for p in files])
+    versions = {"torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
+    names = [str(p.relative_to(root)) for p in files]
+    return _digest(versions, names, *[p.read_bytes().hex() for p in files])
 
 
 class ResultCache:
-    """Content-addressed JSON results under ``directory`` (atomic writes; safe across processes)."""
+    """Content-addressed JSON results under ``directory`` (atomic writes; safe across processes).
 
-    def __init__(self, directory: str | Path | None) -> None:
+    Each entry stores its own key beside the value, so an entry copied or edited under another name (a
+    shared cache on several machines) is never used. An unreadable or mismatched entry is a miss: it is
+    recomputed and overwritten, and one line says so.
+    """
+
+    def __init__(self, directory: str | Path | None, *, log=print) -> None:
         self.directory = Path(directory) if directory else None
         self.hits = self.misses = 0
+        self.log = log
 
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Any | None:
-        if self.directory is None or not self._path(key).is_file():
+        path = None if self.directory is None else self._path(key)
+        if path is None or not path.is_file():
             self.misses += 1
             return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._damaged(path, f"unreadable: {type(exc).__name__}")
+        if not isinstance(entry, dict) or entry.get("key") != key or "value" not in entry:
+            return self._damaged(path, "its stored key does not match its name")
         self.hits += 1
-        return load_json(self._path(key))
+        return entry["value"]
+
+    def _damaged(self, path: Path, why: str) -> None:
+        self.misses += 1
+        self.log(f"cache: {path} is damaged ({why}); recomputing and overwriting it")
+        return None
 
     def put(self, key: str, value: Any) -> None:
         if self.directory is not None:
-            save_json(self._path(key), value)
+            with immediate():  # a finished fit survives a crash of the stage that ran it: that is the point
+                save_json(self._path(key), {"key": key, "value": value})
+
+
+Job = tuple[dict[str, Any], np.ndarray, np.ndarray, int]  # (overrides, train rows, eval rows, seed)
 
 
 class TorchScorer:
@@ -97,21 +127,31 @@ class TorchScorer:
             batched = False
         self.batched = batched
         self.cache = cache or ResultCache(None)
-        self._fp = _digest(code_fingerprint(), X, y)
+        self._fp = _digest(code_fingerprint(), X, y, n_classes, device)
 
-    def _jobs_key(self, kind: str, jobs: list[tuple[dict, np.ndarray, np.ndarray, int]], extra: Any) -> str:
-        return _digest(self._fp, kind, extra, *[(c, _digest(tr), _digest(te), s) for c, tr, te, s in jobs])
+    def resolve(self, jobs: list[Job]) -> list[FitConfig]:
+        """The training config each job's fit receives: ``base`` with the job's overrides applied."""
+        return [self.base.with_overrides(c) for c, _, _, _ in jobs]
+
+    def jobs_key(self, kind: str, jobs: list[Job], extra: Any = None) -> str:
+        """Cache key of a list of jobs, from the resolved configs the fits receive (every training key)."""
+        configs = self.resolve(jobs)
+        return _digest(
+            self._fp, kind, extra,
+            *[(cfg.model_dump(mode="json"), _digest(tr), _digest(te), s)
+              for cfg, (_, tr, te, s) in zip(configs, jobs, strict=True)],
+        )
 
     def fit_score(
         self,
-        jobs: list[tuple[dict, np.ndarray, np.ndarray, int]],
+        jobs: list[Job],
         pruner: Pruner | None,
         keep_proba: bool = False,
     ) -> list[dict[str, Any]]:
         """Train each (config, train rows, eval rows, seed) job and score it on its eval rows."""
         from dlrig.train import fit, predict_proba
 
-        configs = [self.base.with_overrides(c) for c, _, _, _ in jobs]
+        configs = self.resolve(jobs)
         if self.batched and pruner is None:
             from dlrig.train.batched import FitJob, fit_many
 
@@ -166,7 +206,7 @@ class TorchScorer:
     ) -> list[Trial]:
         jobs = [(c, tr, te, seed) for c in configs for tr, te in folds]
         extra = None if pruner is None else (pruner.kind, pruner.after, pruner.curves)
-        key = self._jobs_key("cv", jobs, extra)
+        key = self.jobs_key("cv", jobs, extra)
         results = self.cache.get(key)
         if results is None:
             results = self.fit_score(jobs, pruner)
@@ -196,7 +236,7 @@ class TorchScorer:
         self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int, keep_proba: bool = False
     ) -> dict[str, Any]:
         jobs = [(config, train, test, seed)]
-        key = self._jobs_key("holdout", jobs, keep_proba)
+        key = self.jobs_key("holdout", jobs, keep_proba)
         result = self.cache.get(key)
         if result is None:
             result = self.fit_score(jobs, None, keep_proba=keep_proba)[0]

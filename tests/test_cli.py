@@ -1,0 +1,101 @@
+"""The `dlrig` console script and the error handling every stage shares."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlrig.cli import main, run_stage
+from dlrig.errors import UserError
+from dlrig.io import save_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def folds(scores: list[float], config: dict | None = None) -> list[dict]:
+    return [{"fold": k, "train_index": list(range(k, 40 + k)), "test_index": [100 + k],
+             "best_config": config or {"optim.lr": 0.01}, "outer_score": s,
+             "outer_metrics": {"accuracy": s}} for k, s in enumerate(scores)]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+def test_compare_refuses_a_file_that_is_not_a_folds_record(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_json("metrics.json", {"test": {"accuracy": 0.97}})
+    code, out, err = run(["compare", "workspace", "workspace", "--folds", "metrics.json"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: metrics.json at 'workspace': not a folds record")
+
+
+def test_compare_warns_when_a_run_is_compared_with_itself(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_json("reports/cv/folds.json", folds([0.9, 0.92, 0.95]))
+    code, out, err = run(["compare", "workspace", "workspace"], capsys)
+    assert code == 0 and "identical fold records" in err and "compares a run with itself" in err
+    assert "corrected resampled t-test" in out
+
+
+def test_compare_says_nothing_extra_for_two_different_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_json("a.json", folds([0.9, 0.92, 0.95]))
+    save_json("b.json", folds([0.8, 0.85, 0.83], {"optim.lr": 0.1}))
+    monkeypatch.setattr("dlrig.cli._read_rev", lambda path, rev: json.loads(Path(f"{rev}.json").read_text()))
+    code, out, err = run(["compare", "a", "b"], capsys)
+    assert code == 0 and err == "" and "a 0.9233, b 0.8267" in out
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def interrupted(_argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(interrupted)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and err.count("\n") == 1 and err.startswith("interrupted:")
+
+
+def test_a_failed_stage_changes_none_of_its_outputs(tmp_path):
+    """Every stage runs in one output set: an error after some outputs were written leaves the old set."""
+    save_json(tmp_path / "a.json", {"old": True})
+
+    def stage(_argv):
+        save_json(tmp_path / "a.json", {"old": False})
+        save_json(tmp_path / "b.json", {"new": True})
+        raise UserError("data/x.npz: something is wrong")
+
+    with pytest.raises(SystemExit):
+        run_stage(stage)
+    assert json.loads((tmp_path / "a.json").read_text()) == {"old": True} and not (tmp_path / "b.json").exists()
+
+
+def test_ctrl_c_in_a_real_process_prints_one_line(tmp_path):
+    """SIGINT while a stage works: one line on stderr, exit 130, no traceback, nothing written."""
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dlrig.cli import run_stage\n"
+        "from dlrig.io import save_json\n"
+        "def main(argv):\n"
+        f"    save_json({str(tmp_path / 'out.json')!r}, {{'x': 1}})\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(30)\n"
+        "run_stage(main)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(subprocess.signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()
