@@ -91,3 +91,48 @@ def test_empty_inputs_still_draw(tmp_path):
     }.items():
         path = draw(tmp_path / f"{name}.png")
         assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def collapsed_grid(dropout_values=(0.0, 0.2)):
+    """lr = 0.1 collapses to chance (dropout moves it a lot there); near the best dropout does nothing."""
+    trials = []
+    for i, (lr, d) in enumerate((lr, d) for lr in (1e-4, 1e-3, 1e-2, 1e-1) for d in dropout_values):
+        score = 0.1 + d if lr == 1e-1 else {1e-4: 0.9, 1e-3: 0.95, 1e-2: 0.945}[lr]
+        config = {"optim.lr": lr, "model.dropout": d}
+        trials.append(
+            {"trial": i, "config": config, "score": score, "scores": [score] * 3, "n_val": [500] * 3}
+        )
+    return trials
+
+
+def _panel(trials, space, name):
+    from matplotlib.figure import Figure
+
+    from dlrig.report.cv_figures import NEAR_LABEL, _param_panel
+    from dlrig.select.analysis import analyze_search
+
+    verdict = analyze_search(trials, space, "accuracy")["verdicts"][name]
+    ax = Figure().subplots()
+    best = max(trials, key=lambda t: t["score"])
+    _param_panel(ax, name, space[name], trials, best, verdict)
+    return NEAR_LABEL in ax.get_legend_handles_labels()[1], ax.get_title()
+
+
+def test_score_vs_hyperparameters_shows_the_means_near_the_best(tmp_path):
+    numeric = {
+        "optim.lr": SPACE["optim.lr"],
+        "model.dropout": {"type": "float", "low": 0.0, "high": 0.2, "log": False, "values": [0.0, 0.2]},
+    }
+    trials = collapsed_grid()
+    drawn, title = _panel(trials, numeric, "model.dropout")  # lr 1e-4 and 0.1 left out for dropout
+    assert drawn and title.endswith("noise near the best)") and "permissive" in title
+    drawn, title = _panel(trials, numeric, "optim.lr")  # nothing of dropout left out: one line only
+    assert not drawn and title.endswith("x noise)")
+    categorical = dict(numeric, **{"model.dropout": {"type": "categorical", "values": ["0.0", "0.2"]}})
+    cat_trials = [
+        dict(t, config=dict(t["config"], **{"model.dropout": str(t["config"]["model.dropout"])}))
+        for t in trials
+    ]
+    drawn, _ = _panel(cat_trials, categorical, "model.dropout")
+    assert drawn
+    _check_twice(lambda p: score_vs_hyperparameters(trials, numeric, p, DPI, "accuracy"), tmp_path)

@@ -72,8 +72,12 @@ def test_only_lr_matters_on_a_grid():
     assert result["importance_method"] == "fanova"
     assert result["importance"]["optim.lr"] > 0.8
     assert sum(result["importance"].values()) == pytest.approx(1.0, abs=1e-5)
-    (inter,) = result["interactions"]
-    assert inter["verdict"] == "additive" and inter["share"] < 0.05
+    # hidden is judged where lr can score near the best: lr = 1e-4 and 1e-1 (0.81) are left out.
+    assert v["model.hidden"]["excluded"] == {"optim.lr": ["0.0001", "0.1"]}
+    assert "Near the best means all values but optim.lr = 0.0001, 0.1" in v["model.hidden"]["evidence"]
+    assert v["optim.lr"]["excluded"] == {} and v["optim.lr"]["spread"] == v["optim.lr"]["marginal_spread"]
+    (inter,) = result["interactions"]  # on the 2x2 table near the best: pure noise, far below the floor
+    assert inter["verdict"] == "additive" and inter["max_residual"] < 0.01 * inter["noise"]
     assert v["optim.lr"]["best_value"] in (1e-3, 1e-2)
     assert not any(w.startswith("optim.lr:") for w in result["warnings"])  # the peak is interior
     json.dumps(result)  # JSON-able
@@ -141,8 +145,8 @@ def test_edge_warning_fires_at_the_boundary_only():
     rising = [trial(i, {"optim.lr": lr}, 0.7 + 0.05 * i) for i, lr in enumerate([1e-4, 1e-3, 1e-2])]
     warnings = analyze_search(rising, space, "accuracy")["warnings"]
     assert (
-        "optim.lr: the best value 0.01 is the top of its range [0.0001, 0.01]; widen the range upward"
-        in warnings
+        "optim.lr: the best value 0.01 is the top of its range [0.0001, 0.01] and the mean score still "
+        "rises toward it (+0.05 from 0.001); widen the range upward" in warnings
     )
     peaked = [
         trial(i, {"optim.lr": lr}, s)

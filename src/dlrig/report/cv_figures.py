@@ -22,10 +22,12 @@ from dlrig.report.figures import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, _new_figure
 from dlrig.select.analysis import ACCURACY_LIKE, _fmt, analyze_search, noise_floor, optimism_summary
 
 POINT_COLOR = TRAIN_COLOR
+NEAR_COLOR = "#2ca02c"  # green: apart from the grey means and bounds, the red best
 BAND_COLOR = VAL_COLOR
 PRUNED_COLOR = "#9a9a9a"
 FAILED_COLOR = "#8c2d04"
 MEAN_COLOR = "#333333"
+NEAR_LABEL = "mean with the others near the best"
 # Scores that are proportions in [0, 1] read better as percentages.
 PERCENT_METRICS = ACCURACY_LIKE | {"macro_f1"}
 
@@ -77,6 +79,8 @@ def _param_panel(
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )
     levels = (verdict or {}).get("levels") or []
+    # Where values of the others were left out as not near the best, the means the verdict reads.
+    near = (verdict or {}).get("conditional_levels") if (verdict or {}).get("excluded") else None
     if numeric:
         ax.scatter(values, scores, s=18, color=POINT_COLOR, alpha=0.75, zorder=3, label="trial")
         if len(levels) >= 2:
@@ -89,6 +93,16 @@ def _param_panel(
                 markersize=10,
                 zorder=4,
                 label="marginal mean (the others averaged out)",
+            )
+        if near and len(near) >= 2:
+            ax.plot(
+                [lv["value"] for lv in near],
+                [lv["mean"] for lv in near],
+                color=NEAR_COLOR,
+                linewidth=1.2,
+                linestyle="--",
+                zorder=4,
+                label=NEAR_LABEL,
             )
         best_x = best["config"].get(name)
         if spec.get("log") and min(values) > 0:
@@ -120,6 +134,12 @@ def _param_panel(
                 zorder=4,
                 label="marginal mean (the others averaged out)",
             )
+        for lv in near or []:
+            i = pos.get(str(lv["value"]))
+            if i is not None:
+                ax.hlines(
+                    lv["mean"], i - 0.3, i + 0.3, color=NEAR_COLOR, linestyle="--", zorder=4, label=NEAR_LABEL
+                )
         ax.set_xticks(range(len(keys)), labels)
         ax.set_xlim(-0.6, len(keys) - 0.4)
         ax.grid(axis="x", visible=False)
@@ -141,7 +161,9 @@ def _param_panel(
         title += f"\n{verdict['verdict']}"
         if verdict.get("spread") is not None and verdict.get("noise"):
             ratio = verdict["spread"] / verdict["noise"]
-            title += f" (moves {ratio:.{2 if 1.95 <= ratio < 2.05 else 1}f}x noise)"  # never "2.0x" both ways
+            where = " near the best" if verdict.get("excluded") else ""  # what the verdict reads
+            digits = 2 if 1.95 <= ratio < 2.05 else 1  # never "2.0x" both ways
+            title += f" (moves {ratio:.{digits}f}x noise{where})"
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(f"{name}{' (log scale)' if ax.get_xscale() == 'log' else ''}")
 
@@ -159,7 +181,9 @@ def score_vs_hyperparameters(
 
     Log x axis where the space is log; categorical values as a strip with the mean marked. The best
     config is a star; the shaded band is its score ± the noise floor (1 SE): configs inside it are not
-    distinguishable from the best. Dotted vertical lines are the bounds of a numeric range.
+    distinguishable from the best. Dotted vertical lines are the bounds of a numeric range. Where the
+    analysis left out values of the other hyperparameters as not near the best (a collapsing learning
+    rate), a dashed line gives the means the verdict reads: those with the others near the best.
     """
     names = list(space)
     done = _complete(trials)

@@ -15,9 +15,12 @@ from dlrig.report.markup import esc, figure, num
 from dlrig.select.analysis import _fmt
 
 VERDICT_HELP = (
-    "Delicate: across its values the score moves by more than twice the noise floor, so its value "
-    "matters and is worth tuning. Permissive: it moves less than that, so any value in the range does "
-    "about as well. Undetermined: the trials cannot tell yet."
+    "Delicate: across its values the score moves by more than twice the noise floor, measured where the "
+    "other hyperparameters sit at values that can score near the best, so its value matters and is worth "
+    "tuning. Permissive: it moves less than that there, so any value in the range does about as well. "
+    "Undetermined: the trials cannot tell yet. Values that wreck every run (a learning rate that collapses "
+    "training) are left out when judging the others: nobody would pick them, and their scatter would make "
+    "anything look delicate."
 )
 OPTIMISM_HELP = (
     "Optimism = best inner score − outer score: how much the search's winner flatters itself on the folds "
@@ -178,6 +181,7 @@ def _verdicts(analysis: Mapping[str, Any]) -> str:
         f"<tr><td><code>{esc(n)}</code></td><td>{_verdict_badge(verdicts[n]['verdict'])}</td>"
         f'<td class="num">{esc(f"{importance[n]:.0%}" if n in importance else "n/a")}</td>'
         f'<td class="num">{esc(_fmt(verdicts[n].get("spread")))}</td>'
+        f'<td class="num">{esc(_fmt(verdicts[n].get("marginal_spread", verdicts[n].get("spread"))))}</td>'
         f'<td class="details">{esc(verdicts[n].get("evidence", ""))}</td></tr>'
         for n in order
     )
@@ -189,11 +193,27 @@ def _verdicts(analysis: Mapping[str, Any]) -> str:
     return (
         f"<h3>Which hyperparameters matter</h3><p>{esc(VERDICT_HELP)}</p>"
         '<table><thead><tr><th>Hyperparameter</th><th>Verdict</th><th class="num">Importance</th>'
-        '<th class="num">Spread</th><th>Evidence</th></tr></thead>'
+        '<th class="num">Spread near the best</th><th class="num">Spread, all trials</th>'
+        "<th>Evidence</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
-        f'<p class="note">Importance: {esc(method)}. Spread: max − min of the mean score over its values'
+        f'<p class="note">Importance: {esc(method)}; it averages over every trial, wrecked ones included, '
+        "so it is evidence, not the verdict. Spread: max − min of the mean score over its values, with the "
+        "others near the best (what the verdict reads) and over all trials"
         f"{'; ' + esc(design) if design else ''}.</p>"
     )
+
+
+def _near_best(analysis: Mapping[str, Any]) -> str:
+    """One sentence: which values count as near the best, and which were left out of the verdicts."""
+    near = analysis.get("near_best") or {}
+    if not near.get("rule"):
+        return ""
+    excluded = near.get("excluded") or {}
+    left_out = "; ".join(f"{n} = {', '.join(labels)}" for n, labels in excluded.items())
+    text = f"Near the best: a value counts when some trial at it comes within {near['rule']}. " + (
+        f"Left out: {left_out}." if left_out else "Every searched value does."
+    )
+    return f"<p>{esc(text)}</p>"
 
 
 def _interactions(analysis: Mapping[str, Any]) -> str:
@@ -245,6 +265,7 @@ def selection_section(
         figure(pngs["cv_folds"], "Outer-fold scores", esc(folds_caption)),
         _candidates(cv, folds) if depth == 3 else "",
         f"<h3>How far to trust the choice</h3><p>{esc(noise)}</p>",
+        _near_best(analysis),
         _verdicts(analysis),
     ]
     if cv.get("space"):
@@ -253,8 +274,10 @@ def selection_section(
                 pngs["cv_params"],
                 "Score against each hyperparameter",
                 "Final search: each trial's mean inner score against one hyperparameter; the line is the "
-                "marginal mean, the star the chosen config, the band its score ± the noise floor (configs "
-                "inside it are as good), dotted lines the edges of the searched range.",
+                "marginal mean, the dashed green line (where values of the others were left out) the mean "
+                "with the others near the best, which the verdict reads; the star is the chosen config, "
+                "the band its score ± the noise floor (configs inside it are as good), dotted lines the "
+                "edges of the searched range.",
             )
         )
     parts += [

@@ -12,18 +12,29 @@ The questions it answers, after google-research/tuning_playbook:
   binomial SE ``sqrt(p(1-p)/N)`` over all ``N`` inner validation samples (accuracy-like metrics only) and
   the between-fold SE ``std/sqrt(k)``. Neither includes seed-to-seed variance of training; re-running the
   best config with other seeds measures that.
-- *Delicate or permissive*: the spread (max - min) of the mean score over a hyperparameter's values
-  (averaged over everything else) against the noise floor. On a full grid the other hyperparameters are
-  balanced across the values and the raw means serve. On an unstructured search (random, Bayesian)
-  they are not: the trials at one value have their own mix of the others, so the means come from an
-  additive least-squares fit on all hyperparameters' (binned) values, and a spread counts only when
-  that fit's partial F-test also tells it from the scatter of the trials (the spread of several means
-  of a few trials each is large by chance alone: about 2.3 SE for 5 means); a large spread the test
-  cannot confirm is *undetermined*.
+- *Near the best*: a hyperparameter is judged where the others are sane, not averaged over values no
+  one would pick. A value is sane when some trial at it comes within ``delicate_factor`` noise floors
+  of the best trial (off a grid: times the trials' scatter about the additive fit when larger, and a
+  trial of a binned numeric one is left out only when it and a trial at a neighbouring value both fall
+  short). A learning rate that collapses every run to chance is not sane, so the wreckage's scatter
+  cannot make dropout look delicate.
+  The evidence names what was left out and why; the all-trials spread is kept beside it.
+- *Delicate or permissive*: the spread (max - min) of the mean score over a hyperparameter's values,
+  on the trials whose *other* hyperparameters are sane, against the noise floor. On a full grid the
+  others are balanced across the values and the raw means serve. On an unstructured search (random,
+  Bayesian) they are not: the trials at one value have their own mix of the others, so the means come
+  from an additive least-squares fit on all hyperparameters' (binned) values, and a spread counts only
+  when that fit's partial F-test also tells it from the scatter of the trials (the spread of several
+  means of a few trials each is large by chance alone: about 2.3 SE for 5 means); a large spread the
+  test cannot confirm is *undetermined*.
 - *Importance*: Optuna's fANOVA on an in-memory study rebuilt from the trials, or the normalised
-  marginal spread when there are too few trials for fANOVA.
-- *Interactions*: two-way ANOVA on the table of mean scores of the top pairs, where the trials form a
-  grid on the pair.
+  marginal spread when there are too few trials for fANOVA. Evidence only: it averages over collapsed
+  runs too, so it never decides a verdict.
+- *Interactions*: two-way ANOVA on the table of mean scores of the top pairs near the best (every
+  hyperparameter sane), where the trials form a grid on the pair; noted only when the table departs
+  from additive by more than ``delicate_factor`` noise floors, in points of the metric.
+- *Edge*: "widen the range" only when the best value is an end of a numeric range or list and the mean
+  score still rises toward that end, near the best and over all trials.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
@@ -149,24 +161,29 @@ def _levels(done: Sequence[Mapping[str, Any]], name: str, spec: Mapping[str, Any
             )
         rows = [{"value": json.loads(k), "label": _fmt(json.loads(k)), "idx": groups[k]} for k in keys]
     scores = np.asarray([float(t["score"]) for t in done])
-    for row in rows:
-        s = scores[row["idx"]]
-        row["mean"] = float(np.mean(s))
-        row["sd"] = float(np.std(s, ddof=1)) if len(s) >= 2 else None
-        row["n"] = len(s)
-    return rows
+    return [_stats(row, scores) for row in rows]
+
+
+def _stats(row: dict[str, Any], scores: np.ndarray) -> dict[str, Any]:
+    """Add the mean, sd and count of ``scores`` over the row's trials (``idx``) to a level row."""
+    s = scores[row["idx"]]
+    row["mean"] = float(np.mean(s))
+    row["sd"] = float(np.std(s, ddof=1)) if len(s) >= 2 else None
+    row["n"] = len(s)
+    return row
 
 
 def _additive_fit(
     done: Sequence[Mapping[str, Any]], levels: Mapping[str, Sequence[Mapping[str, Any]]]
-) -> dict[str, tuple[np.ndarray, float]] | None:
+) -> tuple[dict[str, tuple[np.ndarray, float]], float] | None:
     """Main effects of every hyperparameter at once: least squares of score on one-hot levels.
 
     In an unstructured search the trials at one value of ``a`` have their own mix of values of ``b``,
     so ``a``'s raw marginal means carry ``b``'s effect too; the additive model separates them. Returns,
     per hyperparameter, the mean score at each level with the others averaged over the trials (equal to
     the raw marginal means on a full grid) and the p-value of the partial F-test that its levels differ
-    at all; None without the degrees of freedom to fit it.
+    at all, and the residual SD (the trials' scatter about the fit); None without the degrees of
+    freedom to fit it.
     """
     from scipy.stats import f as f_dist
 
@@ -199,7 +216,7 @@ def _additive_fit(
                 stat = (rss_red - rss) / df_num / (rss / dof) if rss > 0 else math.inf
                 p_value = float(f_dist.sf(stat, df_num, dof))
         out[name] = (means, p_value)
-    return out
+    return out, math.sqrt(rss / dof)
 
 
 def _values_text(values: Sequence[Any], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -276,15 +293,255 @@ def _fanova(
     return {n: float(shares.get(n, 0.0)) for n in names}
 
 
+# ------------------------------------------------------------------------ near the best: the others sane
+@dataclass(frozen=True)
+class _Ctx:
+    """What every verdict of one search is judged with."""
+
+    metric: str
+    factor: float  # delicate / interacting / near-best thresholds, in units of the noise
+    alpha: float
+    se: float | None  # the noise floor
+    grid: bool
+    margin_text: str  # how far below the best a trial may fall and still count as near it, in words
+
+
+def _is_binned(done: Sequence[Mapping[str, Any]], levels: Mapping[str, Sequence[Any]], name: str) -> bool:
+    return len(levels[name]) < len({_key(t["config"].get(name)) for t in done})
+
+
+def _margin(
+    se: float | None, scatter: float | None, grid: bool, factor: float, best: float
+) -> tuple[float | None, str]:
+    """How far below the best score a trial may fall and still count as near the best.
+
+    ``factor`` times the noise floor. Off a grid, times the trials' scatter about the additive fit when
+    that is larger: there the trials are single draws at scattered values, so the floor alone would
+    call ordinary scatter a failure; a collapse inflates the scatter too, but stays far beyond it.
+    None without a noise estimate: then every trial counts.
+    """
+    if se is None:
+        return None, ""
+    noise, what = se, "the noise floor"
+    if not grid and scatter is not None and scatter > se:
+        noise, what = scatter, "the trials' scatter about the additive fit"
+    margin = factor * noise
+    return margin, f"{_fmt(margin)} of the best {_fmt(best)} ({_fmt(factor)}x {what} {_fmt(noise)})"
+
+
+def _sane_in(
+    done: Sequence[Mapping[str, Any]], name: str, rows: Sequence[Mapping[str, Any]], ok: np.ndarray
+) -> np.ndarray:
+    """Per trial, whether it sits where ``name`` can score near the best (``ok``: the trials that do).
+
+    For a listed value: some trial at that value is ok (some setting of the others does about as well
+    there as anywhere). For a numeric hyperparameter binned for its means: the trial is ok itself, or
+    so are its neighbours on both sides in ``name``'s sorted values; a failed trial next to another
+    failed one sits in a stretch where runs fail (a learning rate too high to train), and a bin may
+    straddle where that stretch begins.
+    """
+    sane = np.zeros(len(done), dtype=bool)
+    if not _is_binned(done, {name: rows}, name):
+        for row in rows:
+            sane[row["idx"]] = ok[row["idx"]].any()
+        return sane
+    order = sorted(range(len(done)), key=lambda i: (float(done[i]["config"][name]), int(done[i]["trial"])))
+    for k, i in enumerate(order):
+        sides = order[max(k - 1, 0) : k] + order[k + 1 : k + 2]
+        sane[i] = ok[i] or all(ok[j] for j in sides)
+    return sane
+
+
+def _sane_trials(
+    done: Sequence[Mapping[str, Any]], levels: Mapping[str, Sequence[Mapping[str, Any]]], margin: float | None
+) -> dict[str, np.ndarray]:
+    """Per hyperparameter, which trials sit where it can score near the best (``_sane_in``): a trial is
+    ok when it comes within ``margin`` of the best trial. A value that wrecks every run (a learning
+    rate that collapses training to chance) or is clearly worse whatever the others do is not sane."""
+    scores = np.asarray([float(t["score"]) for t in done])
+    ok = scores >= scores.max() - (math.inf if margin is None else margin)
+    return {n: _sane_in(done, n, rows, ok) for n, rows in levels.items()}
+
+
+def _near_best(sane: Mapping[str, np.ndarray], names: Sequence[str], n: int) -> np.ndarray:
+    """Mask of the trials that are sane in every hyperparameter in ``names``."""
+    mask = np.ones(n, dtype=bool)
+    for name in names:
+        mask &= sane[name]
+    return mask
+
+
+def _restrict(
+    done: Sequence[Mapping[str, Any]], levels: Mapping[str, Sequence[Mapping[str, Any]]], mask: np.ndarray
+) -> tuple[list[Mapping[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The trials in ``mask`` and their levels re-indexed onto them (empty levels dropped, stats redone)."""
+    keep = [int(i) for i in np.flatnonzero(mask)]
+    pos = {i: j for j, i in enumerate(keep)}
+    sub = [done[i] for i in keep]
+    scores = np.asarray([float(t["score"]) for t in sub])
+    out = {}
+    for name, rows in levels.items():
+        kept = [(r, [pos[int(i)] for i in r["idx"] if int(i) in pos]) for r in rows]
+        out[name] = [
+            _stats({"value": r["value"], "label": r["label"], "idx": idx}, scores) for r, idx in kept if idx
+        ]
+    return sub, out
+
+
+def _runs(values: Sequence[float], ok: np.ndarray) -> list[str]:
+    """The stretches of (sorted) values whose trials are not sane, as "low..high (n trials)"."""
+    runs: list[list[float]] = []
+    previous_ok = True
+    for i in sorted(range(len(values)), key=lambda i: (values[i], i)):
+        if not ok[i]:
+            if previous_ok:
+                runs.append([])
+            runs[-1].append(values[i])
+        previous_ok = bool(ok[i])
+    return [f"{_fmt(min(r))}..{_fmt(max(r))} ({len(r)} trial{'s' * (len(r) > 1)})" for r in runs]
+
+
+def _excluded(
+    done: Sequence[Mapping[str, Any]],
+    levels: Mapping[str, Sequence[Mapping[str, Any]]],
+    sane: Mapping[str, np.ndarray],
+    names: Sequence[str],
+) -> dict[str, list[str]]:
+    """What is not near the best, per hyperparameter in ``names``: its values, or stretches of values."""
+    out = {}
+    for n in (n for n in names if not sane[n].all()):
+        if _is_binned(done, levels, n):
+            out[n] = _runs([float(t["config"][n]) for t in done], sane[n])
+        else:
+            out[n] = [r["label"] for r in levels[n] if not sane[n][r["idx"][0]]]
+    return out
+
+
+def _excluded_text(excluded: Mapping[str, Sequence[str]], margin_text: str) -> str:
+    """The sentence that says which values were left out as not near the best, and why."""
+    listed = "; ".join(f"{n} = {', '.join(labels)}" for n, labels in excluded.items())
+    return f"Near the best means all values but {listed}, where no trial comes within {margin_text}"
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+def _effect(
+    rows: Sequence[Mapping[str, Any]], fitted: tuple[np.ndarray, float] | None, grid: bool, se: float | None
+) -> dict[str, Any]:
+    """One hyperparameter's mean score per level, their spread, the noise to judge it by and the
+    additive fit's F-test p-value (off a grid; None on one, where the raw means are balanced)."""
+    means = np.asarray([r["mean"] for r in rows])
+    noise, source, p_value = se, "the noise floor", None
+    if fitted is not None:
+        means, p_value = fitted
+    elif not grid and len(rows) >= 2:  # too few trials for the fit: raw means and their own SE
+        sds = [r["sd"] for r in rows if r["sd"] is not None]
+        if sds:
+            mean_se = float(np.sqrt(np.mean(np.square(sds)))) / math.sqrt(np.mean([r["n"] for r in rows]))
+            if se is None or mean_se > se:
+                noise, source = mean_se, "the SE of its marginal means"
+    spread = float(means.max() - means.min())
+    return {"rows": rows, "means": means, "spread": spread, "noise": noise, "source": source, "p": p_value}
+
+
+def _ratio(x: float, noise: float, factor: float) -> str:
+    """x / noise as "2.4x", with 2 decimals near the threshold so it never reads "2.0x < 2x"."""
+    if noise <= 0:
+        return "infinitely many times"
+    close = abs(x / noise - factor) < 0.05
+    return f"{x / noise:.{2 if close else 1}f}x"
+
+
+def _judge(
+    name: str, effect: Mapping[str, Any], values_text: str, ctx: _Ctx, where: str = ""
+) -> tuple[str, str]:
+    """Verdict and evidence from one effect: its spread against ``ctx.factor`` times its noise."""
+    spread, noise, p_value = effect["spread"], effect["noise"], effect["p"]
+    moves = f"{ctx.metric} moves {_fmt(spread)} across {name} ({values_text}){where}"
+    if len(effect["rows"]) < 2:
+        return "undetermined", f"only one value of {name} was evaluated{where} ({values_text}): undetermined"
+    if noise is None:
+        return "undetermined", f"{moves}, but there is no noise estimate: undetermined"
+    large = spread > ctx.factor * noise
+    real = p_value is None or p_value < ctx.alpha
+    verdict = ("delicate" if real else "undetermined") if large else "permissive"
+    text = f"{moves}, {_ratio(spread, noise, ctx.factor)} {effect['source']} {_fmt(noise)}"
+    if not large:
+        text += f" (delicate needs over {_fmt(ctx.factor)}x)"
+    elif p_value is not None:
+        text += (
+            f", and the additive fit tells it from the trials' scatter (p = {p_value:.2g})"
+            if real
+            else f", but the additive fit cannot tell it from the trials' scatter (p = {p_value:.2g})"
+        )
+    return verdict, f"{text}: {verdict}"
+
+
+def _level_rows(effect: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"value": r["value"], "label": r["label"], "mean": _r(m), "raw_mean": _r(r["mean"]), "n": r["n"]}
+        for r, m in zip(effect["rows"], effect["means"], strict=True)
+    ]
+
+
+def _verdict(
+    name: str,
+    done: Sequence[Mapping[str, Any]],
+    levels: Mapping[str, Sequence[Mapping[str, Any]]],
+    fit: Any,
+    sane: Mapping[str, np.ndarray],
+    ctx: _Ctx,
+) -> dict[str, Any]:
+    """Delicate / permissive / undetermined for ``name``, judged where the others can score near the best.
+
+    The spread of its mean scores is measured on the trials whose other hyperparameters all sit at
+    sane values (``_sane_trials``), so a value of another one that wrecks every run cannot make it look
+    delicate by the scatter of the wreckage. The spread over all trials (``marginal_spread``) is kept
+    as evidence beside it, and ``levels`` are still the all-trials means.
+    """
+    marginal = _effect(levels[name], fit[0][name] if fit else None, ctx.grid, ctx.se)
+    others = [m for m in levels if m != name]
+    excluded = _excluded(done, levels, sane, others)
+    sub, conditional = done, marginal
+    if excluded:
+        sub, sub_levels = _restrict(done, levels, _near_best(sane, others, len(done)))
+        sub_fit = None if ctx.grid else _additive_fit(sub, sub_levels)
+        conditional = _effect(sub_levels[name], sub_fit[0][name] if sub_fit else None, ctx.grid, ctx.se)
+    values_text = _values_text([t["config"].get(name) for t in sub], conditional["rows"])
+    verdict, evidence = _judge(
+        name, conditional, values_text, ctx, " with the others near the best" * bool(excluded)
+    )
+    if excluded:
+        evidence += f". {_excluded_text(excluded, ctx.margin_text)}; over all trials it moves "
+        evidence += _fmt(marginal["spread"])
+        if marginal["noise"]:
+            evidence += f" ({_ratio(marginal['spread'], marginal['noise'], ctx.factor)} {marginal['source']})"
+    return {
+        "verdict": verdict,
+        "spread": _r(conditional["spread"]),
+        "noise": _r(conditional["noise"]),
+        "p_value": _r(conditional["p"]),
+        "marginal_spread": _r(marginal["spread"]),
+        "excluded": excluded,
+        "best_value": done[0]["config"].get(name),
+        "evidence": evidence,
+        "levels": _level_rows(marginal),
+        "conditional_levels": _level_rows(conditional),
+    }
+
+
 # -------------------------------------------------------------------------------------- interactions
 def _interaction(
-    done: Sequence[Mapping[str, Any]], a: str, b: str, noise: float | None, factor: float, metric: str
+    sub: Sequence[Mapping[str, Any]], a: str, b: str, ctx: _Ctx, excluded: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
-    """Two-way ANOVA on the table of mean scores (rows: values of a, columns: values of b)."""
-    rows = sorted({_key(t["config"].get(a)) for t in done})
-    cols = sorted({_key(t["config"].get(b)) for t in done})
+    """Two-way ANOVA on the table of mean scores (rows: values of a, columns: values of b) of ``sub``.
+
+    Interacting when the table's largest departure from additive (a cell minus its row and column
+    effects) exceeds ``ctx.factor`` times the noise floor, measured in points of the metric.
+    """
+    rows = sorted({_key(t["config"].get(a)) for t in sub})
+    cols = sorted({_key(t["config"].get(b)) for t in sub})
     sums, counts = np.zeros((len(rows), len(cols))), np.zeros((len(rows), len(cols)))
-    for t in done:
+    for t in sub:
         i, j = rows.index(_key(t["config"].get(a))), cols.index(_key(t["config"].get(b)))
         sums[i, j] += float(t["score"])
         counts[i, j] += 1
@@ -301,31 +558,105 @@ def _interaction(
     ]
     shares = [s / ss_total if ss_total > 0 else 0.0 for s in shares]
     largest = float(np.abs(resid).max())
+    noise = ctx.se
     if noise is None:
-        verdict, versus = "undetermined", "no noise floor to compare with"
+        verdict, versus = "undetermined", "with no noise floor to compare it with"
     else:
-        verdict = "interacting" if largest > factor * noise else "additive"
-        versus = f"{largest / noise:.1f}x the noise floor {_fmt(noise)}" if noise > 0 else "noise floor 0"
+        verdict = "interacting" if largest > ctx.factor * noise else "additive"
+        versus = f"{_ratio(largest, noise, ctx.factor)} the noise floor {_fmt(noise)}"
+        versus += "" if verdict == "interacting" else f" (interacting needs over {_fmt(ctx.factor)}x)"
     evidence = (
-        f"the {a} x {b} interaction holds {shares[2]:.0%} of the variance of the mean {metric} "
-        f"over the {len(rows)}x{len(cols)} grid; its largest cell departure {_fmt(largest)} is "
-        f"{versus}: {verdict}"
+        f"the {a} x {b} interaction{' near the best' * bool(excluded)}: over the {len(rows)}x{len(cols)} "
+        f"table of mean {ctx.metric} the largest departure from additive is {_fmt(largest)}, {versus}: "
+        f"{verdict} (it holds {shares[2]:.0%} of the table's variance)"
     )
+    if excluded:
+        evidence += f". {_excluded_text(excluded, ctx.margin_text)}"
     return {
         "params": [a, b],
         "share": _r(shares[2]),
         "main_shares": [_r(shares[0]), _r(shares[1])],
         "max_residual": _r(largest),
+        "noise": _r(noise),
+        "excluded": dict(excluded),
         "verdict": verdict,
         "evidence": evidence,
     }
 
 
-# ------------------------------------------------------------------------------------------ warnings
-def _edge_warning(name: str, spec: Mapping[str, Any], best: Any, verdict: str) -> str | None:
-    if not _is_numeric(spec) or isinstance(best, bool) or not isinstance(best, int | float):
+def _pair(
+    done: Sequence[Mapping[str, Any]],
+    levels: Mapping[str, Sequence[Mapping[str, Any]]],
+    sane: Mapping[str, np.ndarray],
+    pair: tuple[str, str],
+    ctx: _Ctx,
+) -> dict[str, Any] | None:
+    """The a x b interaction where every hyperparameter (a and b too) sits at a sane level.
+
+    An interaction among values that no one would pick (a collapsed learning rate) says nothing about
+    how to tune; near the best it says whether the best value of one moves with the other. None when
+    the trials do not form a grid on the pair (or a numeric one is binned).
+    """
+    if any(_is_binned(done, levels, n) for n in pair):
         return None
-    values = [v for v in spec.get("values") or [] if isinstance(v, int | float)]
+    sub = [done[i] for i in np.flatnonzero(_near_best(sane, list(levels), len(done)))]
+    excluded = _excluded(done, levels, sane, list(levels))
+    single = [n for n in pair if len({_key(t["config"].get(n)) for t in sub}) < 2]
+    if single:
+        n = single[0]
+        return {
+            "params": list(pair),
+            "share": None,
+            "main_shares": [None, None],
+            "max_residual": None,
+            "noise": _r(ctx.se),
+            "excluded": excluded,
+            "verdict": "untestable",
+            "evidence": f"the {pair[0]} x {pair[1]} interaction cannot be measured near the best: only "
+            f"{n} = {_fmt(sub[0]['config'].get(n))} has a trial within {ctx.margin_text}, so there is no "
+            "second good value to compare it with: untestable",
+        }
+    if not _is_grid(sub, list(pair)):
+        return None
+    return _interaction(sub, *pair, ctx, excluded)
+
+
+def _interaction_warning(inter: Mapping[str, Any], ctx: _Ctx) -> str:
+    a, b = inter["params"]
+    near = " near the best" if inter.get("excluded") else ""
+    ratio = _ratio(inter["max_residual"], inter["noise"], ctx.factor)
+    return (
+        f"{a} and {b} interact{near}: their table of mean {ctx.metric} departs from additive by up to "
+        f"{_fmt(inter['max_residual'])} ({ratio} the noise floor {_fmt(inter['noise'])}): tune them "
+        "together; their separate verdicts average over each other"
+    )
+
+
+# ------------------------------------------------------------------------------------------ warnings
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _outward_step(levels: Sequence[Mapping[str, Any]], at_low: bool) -> tuple[float, str] | None:
+    """How much the mean score rises from the next level inward to the end level, and that level's
+    label; None with fewer than two numeric levels."""
+    rows = sorted((lv for lv in levels if _number(lv["value"])), key=lambda lv: lv["value"])
+    if len(rows) < 2:
+        return None
+    end, inner = (rows[0], rows[1]) if at_low else (rows[-1], rows[-2])
+    return float(end["mean"]) - float(inner["mean"]), inner["label"]
+
+
+def _edge_warning(name: str, spec: Mapping[str, Any], best: Any, entry: Mapping[str, Any]) -> str | None:
+    """Advise widening the range when the best value is at an end of a numeric range or list AND the
+    mean score still rises toward that end, both where the others are near the best and over all trials.
+
+    A best value on the edge whose score falls toward it (a two-value list won at one end by noise, a
+    slope pointing inward) is no reason to search further out; a non-numeric list has no outward.
+    """
+    values = list(spec.get("values") or [])
+    if not _number(best) or not (_is_numeric(spec) or (values and all(_number(v) for v in values))):
+        return None
     if values:  # discrete candidates: on the edge means the smallest or largest one
         low, high = min(values), max(values)
         at_low, at_high = best <= low, best >= high
@@ -339,13 +670,20 @@ def _edge_warning(name: str, spec: Mapping[str, Any], best: Any, verdict: str) -
         at_low, at_high = pos <= EDGE_FRACTION, pos >= 1 - EDGE_FRACTION
     if not (at_low or at_high):
         return None
-    where, way = ("bottom", "downward") if at_low else ("top", "upward")
+    if at_low and low == 0:  # 0 is "off" (dropout, weight decay, l1): nothing lies below it to search
+        return None
+    steps = [_outward_step(entry[k], at_low) for k in ("conditional_levels", "levels")]
+    if any(s is None or s[0] <= 0 for s in steps):
+        return None
+    (rise, inner), where, way = steps[0], *(("bottom", "downward") if at_low else ("top", "upward"))
     exact = best == (low if at_low else high)
+    others = ", the others near the best" if entry.get("excluded") else ""
     text = (
         f"{name}: the best value {_fmt(best)} is {'the' if exact else 'near the'} {where} of its range "
-        f"[{_fmt(low)}, {_fmt(high)}]; widen the range {way}"
+        f"[{_fmt(low)}, {_fmt(high)}] and the mean score still rises toward it (+{_fmt(rise)} from "
+        f"{inner}{others}); widen the range {way}"
     )
-    if verdict == "permissive":
+    if entry["verdict"] == "permissive":
         text += " (it is permissive, so this matters little)"
     return text
 
@@ -363,11 +701,17 @@ def analyze_search(
 ) -> dict[str, Any]:
     """Noise floor, importance, verdicts, interactions, warnings and ranking for one search.
 
-    A hyperparameter is *delicate* when the spread of its marginal mean score exceeds
-    ``delicate_factor`` times the noise, *permissive* when it does not, *undetermined* when only one of
-    its values was evaluated or no noise estimate exists. Off a grid, delicate also needs the additive
-    fit's F-test p-value below ``alpha``; a large spread that fails it is *undetermined* (more trials
-    would tell). ``seed`` seeds fANOVA's forest.
+    Verdicts are judged near the best: a value (or bin) of a hyperparameter counts as sane when its best
+    trial comes within ``delicate_factor`` times the noise floor of the best trial (off a grid: times the
+    trials' scatter about the additive fit, if larger); collapsed or clearly worse values are not.
+    A hyperparameter is *delicate* when, on the trials whose *other* hyperparameters are all sane, the
+    spread of its mean score exceeds ``delicate_factor`` times the noise, *permissive* when it does not,
+    *undetermined* when only one of its values was evaluated there or no noise estimate exists. Off a
+    grid, delicate also needs the additive fit's F-test p-value below ``alpha``; a large spread that
+    fails it is *undetermined* (more trials would tell). Interactions are measured on the trials where
+    every hyperparameter is sane, and noted only above ``delicate_factor`` times the noise floor.
+    fANOVA / marginal importance is reported as evidence, never used for a verdict. ``seed`` seeds
+    fANOVA's forest.
     """
     names = list(space)
     done = _complete(trials)
@@ -385,6 +729,7 @@ def analyze_search(
         "noise_floor": None,
         "importance": {},
         "importance_method": None,
+        "near_best": None,
         "verdicts": {},
         "interactions": [],
         "interactions_note": None,
@@ -409,7 +754,7 @@ def analyze_search(
     se = floor["se"]
     varying = [n for n in names if len({_key(t["config"].get(n)) for t in done}) >= 2]
     levels = {n: _levels(done, n, space[n]) for n in names}
-    binned = any(len(levels[n]) < len({_key(t["config"].get(n)) for t in done}) for n in names)
+    binned = any(_is_binned(done, levels, n) for n in names)
     grid = bool(varying) and not binned and _is_grid(done, varying)
     out["design"] = {
         "kind": "grid" if grid else "unstructured",
@@ -421,71 +766,18 @@ def analyze_search(
         ),
     }
 
-    # Verdicts: spread of the marginal means against the noise floor. Off a grid, the means come from
-    # the additive fit (each hyperparameter's effect with the others' taken out), and a spread counts only
-    # if the fit also tells it from the scatter of the trials (partial F-test): the spread of several
-    # means of a few trials each is large by chance alone.
+    # Verdicts, near the best: each hyperparameter's spread where the others sit at sane levels. Off a
+    # grid the means come from the additive fit and a spread counts only if its F-test confirms it.
     fit = None if grid else _additive_fit(done, levels)
+    margin, margin_text = _margin(se, fit[1] if fit else None, grid, delicate_factor, float(best["score"]))
+    sane = _sane_trials(done, levels, margin)
+    ctx = _Ctx(metric, delicate_factor, alpha, se, grid, margin_text)
+    excluded = _excluded(done, levels, sane, names)
+    out["near_best"] = {"margin": _r(margin), "rule": margin_text, "excluded": excluded}
     for n in names:
-        rows = levels[n]
-        means = np.asarray([r["mean"] for r in rows])
-        noise, source, p_value = se, "the noise floor", None
-        if fit is not None:
-            means, p_value = fit[n]
-        elif not grid and len(rows) >= 2:  # too few trials for the fit: raw means and their own SE
-            sds = [r["sd"] for r in rows if r["sd"] is not None]
-            if sds:
-                mean_se = float(np.sqrt(np.mean(np.square(sds)))) / math.sqrt(np.mean([r["n"] for r in rows]))
-                if se is None or mean_se > se:
-                    noise, source = mean_se, "the SE of its marginal means"
-        spread = float(means.max() - means.min())
-        values_text = _values_text([t["config"].get(n) for t in done], rows)
-        if len(rows) < 2:
-            verdict = "undetermined"
-            evidence = f"only one value of {n} was evaluated ({values_text}): undetermined"
-        elif noise is None:
-            verdict = "undetermined"
-            evidence = (
-                f"{metric} moves {_fmt(spread)} across {n} ({values_text}), but there is no noise estimate"
-            )
-        else:
-            large = spread > delicate_factor * noise
-            real = p_value is None or p_value < alpha
-            verdict = ("delicate" if real else "undetermined") if large else "permissive"
-            close = noise > 0 and abs(spread / noise - delicate_factor) < 0.05  # 2 decimals, no "2.0x < 2x"
-            ratio = f"{spread / noise:.{2 if close else 1}f}x" if noise > 0 else "infinitely many times"
-            evidence = (
-                f"{metric} moves {_fmt(spread)} across {n} ({values_text}), {ratio} {source} {_fmt(noise)}"
-            )
-            if not large:
-                evidence += f" (delicate needs over {_fmt(delicate_factor)}x)"
-            elif p_value is not None:
-                evidence += (
-                    f", and the additive fit tells it from the trials' scatter (p = {p_value:.2g})"
-                    if real
-                    else f", but the additive fit cannot tell it from the trials' scatter (p = {p_value:.2g})"
-                )
-            evidence += f": {verdict}"
-        out["verdicts"][n] = {
-            "verdict": verdict,
-            "spread": _r(spread),
-            "noise": _r(noise),
-            "p_value": _r(p_value),
-            "best_value": best["config"].get(n),
-            "evidence": evidence,
-            "levels": [
-                {
-                    "value": r["value"],
-                    "label": r["label"],
-                    "mean": _r(m),
-                    "raw_mean": _r(r["mean"]),
-                    "n": r["n"],
-                }
-                for r, m in zip(rows, means, strict=True)
-            ],
-        }
+        out["verdicts"][n] = _verdict(n, done, levels, fit, sane, ctx)
 
-    # Importance: fANOVA when there are enough trials, else the normalised marginal spread.
+    # Importance (evidence only): fANOVA when there are enough trials, else the normalised marginal spread.
     importance: dict[str, float] = {}
     if len(done) >= MIN_TRIALS_FANOVA and varying:
         try:
@@ -500,7 +792,7 @@ def analyze_search(
         )
     if not importance:
         out["importance_method"] = "marginal"
-        spreads = {n: out["verdicts"][n]["spread"] if n in varying else 0.0 for n in names}
+        spreads = {n: out["verdicts"][n]["marginal_spread"] if n in varying else 0.0 for n in names}
         total = sum(spreads.values())
         importance = {
             n: (s / total if total > 0 else (1 / len(varying) if n in varying else 0.0))
@@ -509,18 +801,15 @@ def analyze_search(
     order = sorted(names, key=lambda n: (-importance.get(n, 0.0), n))
     out["importance"] = {n: _r(importance.get(n, 0.0)) for n in order}
 
-    # Interactions between the most important pairs, where the trials form a grid on the pair.
+    # Interactions between the most important pairs, near the best, where the trials form a grid on them.
     top = [n for n in order if n in varying][:top_k]
     skipped = []
     for a, b in combinations(top, 2):
-        if (
-            len(levels[a]) == len({_key(t["config"].get(a)) for t in done})
-            and len(levels[b]) == len({_key(t["config"].get(b)) for t in done})
-            and _is_grid(done, [a, b])
-        ):
-            out["interactions"].append(_interaction(done, a, b, se, delicate_factor, metric))
-        else:
+        inter = _pair(done, levels, sane, (a, b), ctx)
+        if inter is None:
             skipped.append(f"{a} x {b}")
+        else:
+            out["interactions"].append(inter)
     if len(top) < 2:
         out["interactions_note"] = "fewer than two hyperparameters vary: no pair to test"
     elif skipped:
@@ -529,16 +818,11 @@ def analyze_search(
             "their values evaluated); a random or Bayesian search gives none"
         )
 
-    # Warnings: interacting pairs; best value on the edge of its range; top configs within the noise floor.
-    for inter in out["interactions"]:
-        if inter["verdict"] == "interacting":
-            a, b = inter["params"]
-            warnings.append(
-                f"{a} and {b} interact ({inter['share']:.0%} of the variance of their mean-score table): "
-                "tune them together; their separate verdicts average over each other"
-            )
+    # Warnings: interacting pairs; best value on the edge with the score rising toward it; top configs
+    # within the noise floor.
+    warnings += [_interaction_warning(i, ctx) for i in out["interactions"] if i["verdict"] == "interacting"]
     for n in names:
-        text = _edge_warning(n, space[n], best["config"].get(n), out["verdicts"][n]["verdict"])
+        text = _edge_warning(n, space[n], best["config"].get(n), out["verdicts"][n])
         if text:
             warnings.append(text)
     if se is not None and len(done) >= 2:
