@@ -1,12 +1,14 @@
 """evaluate: score the trained model on the held-out test split (touched here only, to score).
 
 Writes test metrics with bootstrap intervals, the nested-CV estimate with its interval, and calibration
-(ECE before/after temperature scaling fitted on the training split's early-stopping rows).
+(ECE before/after temperature scaling fitted on the training split's early-stopping rows, with the guard
+rails of ``dlrig.evaluate.holdout.calibration``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,10 +19,30 @@ from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
 from dlrig.evaluate.holdout import calibration, holdout_metrics, precision_recall
 from dlrig.evaluate.metrics import write_plot_data
-from dlrig.io import load_json, save_json
+from dlrig.io import load_json, load_npz, save_json
 from dlrig.params import load_params
 from dlrig.train import predict_proba
 from dlrig.train.checkpoint import load_model
+
+
+def fitting_rows(train_path: str, meta_path: str, model: torch.nn.Module,
+                 ckpt: dict) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(labels, predicted probabilities, flipped mask) of the final fit's early-stopping rows, the rows
+    temperature scaling is fitted on; all None when there are none. The mask (written by the labels stage)
+    is None when the training file lacks it, so calibration can warn when T is fitted to flipped labels."""
+    val_index = np.asarray(ckpt["extra"].get("val_index", []), dtype=np.int64)
+    if not len(val_index):
+        return None, None, None
+    train = Dataset.load(train_path, meta_path)
+    if val_index.max() >= len(train.y):
+        raise UserError(f"{train_path}: has {len(train.y)} rows, but the model's early-stopping rows reach "
+                        f"row {val_index.max()}; rerun train")
+    flipped = load_npz(train_path).get("flipped")
+    if flipped is not None and len(flipped) != len(train.y):
+        raise UserError(f"{train_path}: 'flipped' has {len(flipped)} entries for {len(train.y)} rows; "
+                        "rerun the labels stage")
+    flipped_fit = None if flipped is None else flipped[val_index]
+    return train.y[val_index], predict_proba(model, train.X[val_index]), flipped_fit
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -50,12 +72,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     pr_metrics, pr_curve = precision_recall(test.y, proba, test.classes)
     metrics.update(pr_metrics)
 
-    val_index = np.asarray(ckpt["extra"].get("val_index", []), dtype=np.int64)
-    y_fit = proba_fit = None
-    if len(val_index):
-        train = Dataset.load(args.train, args.meta)
-        y_fit, proba_fit = train.y[val_index], predict_proba(model, train.X[val_index])
-    calib, curves = calibration(test.y, proba, y_fit, proba_fit)
+    y_fit, proba_fit, flipped_fit = fitting_rows(args.train, args.meta, model, ckpt)
+    calib, curves = calibration(test.y, proba, y_fit, proba_fit, flipped_fit=flipped_fit)
 
     save_json(args.metrics, {
         "test": metrics,
@@ -69,14 +87,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("before", "after"):  # temperature scaling; "after" is empty when no T could be fitted
         save_json(f"{args.plots}/reliability_{name}.json", [r for r in curves.get(name, []) if r["count"]])
     ci = metrics["ci95"]["accuracy"]
-    scaled = ""
-    if "temperature" in calib:
-        scaled = f" -> {calib['ece_scaled']:.4f} at T={calib['temperature']:.2f}"
+    if calib["temperature_fitted"]:
+        verdict = "worse" if calib["ece_change"] > 0 else "better" if calib["ece_change"] < 0 else "same"
+        scaled = f" -> {calib['ece_scaled']:.4f} at T={calib['temperature']:.2f} ({verdict})"
+    else:
+        scaled = f", no temperature fitted: {calib['reason']}"
     print(
         f"evaluate: test accuracy {metrics['accuracy']:.4f} (95% CI {ci['low']:.3f}-{ci['high']:.3f}), "
         f"balanced {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on {metrics['n']} "
         f"samples; CV {cv['mean']:.4f} ± {cv['std']:.4f}; ECE {calib['ece']:.4f}{scaled} -> {args.metrics}"
     )
+    for warning in calib["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

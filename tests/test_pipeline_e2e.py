@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -80,10 +82,24 @@ def test_report_param_reruns_only_report(repo):
     assert ran_stages(proc) == ["report"]
 
 
-def test_forced_rerun_gives_identical_metrics(repo):
-    before = (repo / "reports/metrics.json").read_bytes()
-    sh("dvc", "repro", "-f", "train", "evaluate", cwd=repo)
-    assert (repo / "reports/metrics.json").read_bytes() == before
+def outputs(repo: Path) -> dict[str, bytes]:
+    """Every file the pipeline wrote (reports/run/ holds this run's timings and cache hits: not outputs)."""
+    files = [p for d in ("reports", "models", "data/raw", "data/processed") for p in (repo / d).rglob("*")]
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(files)
+            if p.is_file() and "reports/run" not in str(p)}
+
+
+def test_forced_rerun_gives_identical_outputs(repo):
+    """`dvc repro -f` twice: the same bytes in every output, the model included (DVC sees no change)."""
+    before = outputs(repo)
+    lock = (repo / "dvc.lock").read_bytes()
+    sh("dvc", "repro", "-f", cwd=repo)
+    after = outputs(repo)
+    assert sorted(after) == sorted(before)
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed == [], f"outputs that differ between two identical runs: {changed}"
+    assert (repo / "dvc.lock").read_bytes() == lock
+    assert ran_stages(sh("dvc", "repro", cwd=repo)) == []
 
 
 def test_metrics_show_and_exp_run_compare(repo):
@@ -91,9 +107,15 @@ def test_metrics_show_and_exp_run_compare(repo):
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", cwd=repo)
     assert "reports/metrics.json" in json.dumps(shown)
-    sh("dvc", "exp", "run", "-S", "optim.lr=0.01", "-S", "model.hidden=64", cwd=repo)
-    table = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
-    assert "0.01" in table and "test.accuracy" in sh("dvc", "exp", "show", "--csv", cwd=repo).stdout
+    baseline_cv = json.loads((repo / "reports/cv/metrics.json").read_text())["cv"]
+    # model.hidden is not searched: the fit cache must miss (it once served the baseline's scores).
+    sh("dvc", "exp", "run", "-S", "model.hidden=64", cwd=repo)
+    run = json.loads((repo / "reports/run/train.json").read_text())
+    assert run["cache"]["misses"] > 0 and run["cache"]["hits"] == 0
+    assert json.loads((repo / "reports/cv/metrics.json").read_text())["cv"] != baseline_cv
+    rows = list(csv.DictReader(io.StringIO(sh("dvc", "exp", "show", "--csv", cwd=repo).stdout)))
+    hidden = next(k for k in rows[0] if k.endswith("model.hidden"))
+    assert sorted({r[hidden] for r in rows}) == ["128", "64"] and any("test.accuracy" in k for k in rows[0])
     diff = sh("dvc", "metrics", "diff", "--json", cwd=repo).stdout
     assert "reports/metrics.json" in diff
     sh("dvc", "plots", "diff", "--json", cwd=repo)

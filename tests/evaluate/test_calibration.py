@@ -9,6 +9,7 @@ import pytest
 from scipy.special import softmax
 
 from dlrig.evaluate.calibration import (
+    T_BOUNDS,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
@@ -82,10 +83,10 @@ def test_temperature_recovers_the_scale_and_lowers_ece():
 def test_temperature_below_one_sharpens_and_separable_data_hits_the_bound():
     logits, y = _calibrated(5000, seed=2)
     assert fit_temperature(logits / 2, y) == pytest.approx(0.5, rel=0.08)
-    # Every sample right: NLL keeps falling as T -> 0, so the search ends at (or, where the NLL is 0 to
-    # float precision, near) its lower bound of 0.01 -- a finite, very small T, not an error.
+    # Every sample right: NLL keeps falling as T -> 0, so the search ends at its lower bound -- a finite
+    # T, reported as the bound itself, not an error.
     sep = np.eye(3)[np.array([0, 1, 2, 0])]
-    assert 0.01 <= fit_temperature(sep, np.array([0, 1, 2, 0])) < 0.05
+    assert fit_temperature(sep, np.array([0, 1, 2, 0])) == T_BOUNDS[0] == 0.2
 
 
 def test_bad_inputs_are_refused():

@@ -59,7 +59,6 @@ HISTORY = {
     "best_epoch": 3,
     "stopped_early": True,
     "n_parameters": 12345,
-    "seconds": 1.5,
     "n_fit": 20,
     "n_val": 4,
 }
@@ -144,7 +143,7 @@ def cv_files(depth: int = 2, dims=DIMS) -> tuple[dict, list]:
         if depth == 3:
             chosen.candidates, chosen.candidate = {"cnn": 0.83 + 0.01 * k, "mlp": 0.8}, "cnn"
         scores = {"accuracy": outer, "macro_f1": outer - 0.02}
-        record = driver._fold_record(k, np.arange(k, 30, 3), np.arange(3), chosen, scores, 1.5)
+        record = driver._fold_record(k, np.arange(k, 30, 3), np.arange(3), chosen, scores)
         if depth == 1:
             record["search"] = None
         records.append(record)
@@ -198,17 +197,31 @@ def ci95_of_test() -> dict:
     return holdout_metrics(Y_TEST, _proba(PRED_TEST, 0.7), CLASSES, seed=0, n_boot=200)["ci95"]
 
 
-def calibration_files(scaled: bool = True) -> tuple[dict, dict]:
-    """(metrics.json calibration, {"before": rows, "after": rows}) from an over-confident model."""
+CALIBRATION_MODES = ("lowered", "raised", "few", "none")
+
+
+def calibration_files(mode: str = "lowered") -> tuple[dict, dict]:
+    """(metrics.json calibration, {"before": rows, "after": rows}) from calibration() itself.
+
+    lowered: an over-confident model, T fitted on 80 clean rows (it lowers the test ECE);
+    raised: a calibrated model, T fitted on 80 rows with half their labels flipped (it raises the ECE);
+    few: only 21 fitting rows (no T); none: no fitting rows at all (early stopping off).
+    """
+    assert mode in CALIBRATION_MODES, mode
     rng = np.random.default_rng(0)
-    n = 120
+    n = 200
     y = rng.integers(0, 3, n)
     confidence = rng.uniform(0.5, 1.0, n)
-    right = rng.uniform(size=n) < confidence - 0.2  # right less often than it claims
-    pred = np.where(right, y, (y + 1) % 3)
-    proba = _proba(pred, confidence)
-    fit = slice(0, 40) if scaled else slice(0, 0)
-    calib, curves = calibration(y[60:], proba[60:], y[fit], proba[fit] if scaled else None, n_bins=5)
+    # Over-confident: right less often than it claims; calibrated: right as often as it claims.
+    right = rng.uniform(size=n) < confidence - (0.0 if mode == "raised" else 0.2)
+    proba = _proba(np.where(right, y, (y + 1) % 3), confidence)
+    n_fit = {"lowered": 80, "raised": 80, "few": 21, "none": 0}[mode]
+    y_fit, flipped = y[:n_fit].copy(), np.zeros(n_fit, dtype=bool)
+    if mode == "raised":
+        flipped = np.arange(n_fit) % 2 == 0
+        y_fit[flipped] = (y_fit[flipped] + 1) % 3
+    calib, curves = calibration(y[100:], proba[100:], y_fit if n_fit else None,
+                                proba[:n_fit] if n_fit else None, n_bins=5, flipped_fit=flipped)
     return calib, {name: [r for r in rows if r["count"]] for name, rows in curves.items()}
 
 
@@ -289,9 +302,9 @@ def study_file() -> dict:
     }
 
 
-def write_result_files(reports, metrics_test: dict, scaled: bool = True) -> None:
+def write_result_files(reports, metrics_test: dict, calibration_mode: str = "lowered") -> None:
     """metrics.json (with ci95 and calibration), the reliability plot data, compare, labels, detect."""
-    calib, curves = calibration_files(scaled)
+    calib, curves = calibration_files(calibration_mode)
     save_json(reports / "metrics.json", {"test": {**metrics_test, "ci95": ci95_of_test()}, "calibration": calib})
     for name, rows in curves.items():
         save_json(reports / f"plots/reliability_{name}.json", rows)
@@ -301,13 +314,13 @@ def write_result_files(reports, metrics_test: dict, scaled: bool = True) -> None
     save_json(reports / "detect.json", detect)
 
 
-def write_inputs(root, scaled: bool = True):
+def write_inputs(root, calibration_mode: str = "lowered"):
     """Every file the report reads, under ``root/reports``, and ``root/params.yaml``."""
     reports = root / "reports"
     save_json(reports / "validation.json", VALIDATION)
     save_json(reports / "split.json", SPLIT)
     save_json(reports / "train/history.json", HISTORY)
-    write_result_files(reports, TEST_METRICS, scaled)
+    write_result_files(reports, TEST_METRICS, calibration_mode)
     write_cv(reports)
     save_text(
         root / "params.yaml",

@@ -22,6 +22,7 @@ from tests.report.report_files import (
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_json
 from dlrig.labels.study import markdown
+from dlrig.report.calibration import scaling_effect, verdict
 from dlrig.report.figures import reliability_figure
 
 
@@ -67,13 +68,45 @@ def test_calibration_before_and_after_temperature_scaling(inputs):
     assert f"{calib['temperature']:.4f}" in section
     assert f"{calib['fitted_on']} training rows held out for early stopping" in section
     assert "training split&#x27;s early-stopping rows" in section and "test samples were only scored" in section
-    assert "lowered the test ECE" in section and f"{calib['n_bins']} equal-width bins" in section
+    assert (
+        f"Temperature scaling (T = {calib['temperature']:.2f}) lowered the test ECE from {calib['ece']:.2%} "
+        f"to {calib['ece_scaled']:.2%}: it made calibration better." in section
+    )
+    assert "worse" not in section and "raised" not in section and '<ul class="warnings">' not in section
+    assert f"{calib['n_bins']} equal-width bins" in section
     assert section.count("<figure>") == 1
     png_size(inputs / "out/figures/reliability.png")
 
 
+def test_a_temperature_that_raised_ece_is_called_worse(tmp_path):
+    # The noisy-label case: T fitted on rows with half their labels flipped makes calibration worse.
+    write_inputs(tmp_path, calibration_mode="raised")
+    calib = load_json(tmp_path / "reports/metrics.json")["calibration"]
+    assert calib["ece_scaled"] > calib["ece"] and calib["fit_labels_flipped"] == 40
+    section = section_of(_page(tmp_path), "calibration")
+    assert (
+        f"Temperature scaling (T = {calib['temperature']:.2f}) raised the test ECE from {calib['ece']:.2%} "
+        f"to {calib['ece_scaled']:.2%}: it made calibration worse, so the unscaled probabilities are the "
+        "better ones; the fitting labels were noisy (40 of 80 flipped by the labels stage), and T learned "
+        "that noise." in section
+    )
+    assert f"{calib['ece_scaled']:.2%} (worse: use the unscaled probabilities)" in section
+    assert "80 training rows held out for early stopping, 40 of them with labels flipped" in section
+    assert '<ul class="warnings"><li>40 of 80 fitting labels (50.0%) were flipped' in section
+    assert "lowered" not in section and "better." not in section
+
+
+def test_too_few_fitting_rows_are_said_plainly(tmp_path):
+    write_inputs(tmp_path, calibration_mode="few")
+    assert not (tmp_path / "reports/plots/reliability_after.json").exists()
+    section = section_of(_page(tmp_path), "calibration")
+    assert "Temperature scaling was not applied (T = 1): only 21 fitting rows (&lt; 50)." in section
+    assert "<td>1 (not fitted)</td>" in section and "after temperature scaling" not in section
+    png_size(tmp_path / "out/figures/reliability.png")
+
+
 def test_calibration_without_a_temperature_says_why(tmp_path):
-    write_inputs(tmp_path, scaled=False)
+    write_inputs(tmp_path, calibration_mode="none")
     assert not (tmp_path / "reports/plots/reliability_after.json").exists()
     section = section_of(_page(tmp_path), "calibration")
     assert "No temperature was fitted" in section and "after temperature scaling" not in section
@@ -83,6 +116,33 @@ def test_calibration_without_a_temperature_says_why(tmp_path):
     history["n_val"] = 0
     save_json(tmp_path / "reports/train/history.json", history)
     assert "early stopping was off" in section_of(_page(tmp_path), "calibration")
+
+
+def test_calibration_from_before_the_guard_rails_is_refused(inputs):
+    metrics = load_json(inputs / "reports/metrics.json")
+    del metrics["calibration"]["temperature_fitted"]
+    save_json(inputs / "reports/metrics.json", metrics)
+    with pytest.raises(UserError, match=r"metrics\.json: calibration lacks \['temperature_fitted'\].*evaluate"):
+        build_page(inputs, "out")
+
+
+@pytest.mark.parametrize("before, after, effect", [(0.0766, 0.4878, "raised"), (0.0766, 0.021, "lowered"),
+                                                   (0.0766, 0.07661, "unchanged")])
+def test_the_verdict_follows_the_numbers(before, after, effect):
+    calib = {"temperature": 8.65 if effect == "raised" else 1.5, "ece": before, "ece_scaled": after,
+             "fitted_on": 400, "fit_labels_flipped": 160 if effect == "raised" else 0}
+    assert scaling_effect(before, after) == effect
+    sentence = verdict(calib)
+    expected = {
+        "raised": "Temperature scaling (T = 8.65) raised the test ECE from 7.66% to 48.78%: it made calibration "
+                  "worse, so the unscaled probabilities are the better ones; the fitting labels were noisy "
+                  "(160 of 400 flipped by the labels stage), and T learned that noise.",
+        "lowered": "Temperature scaling (T = 1.50) lowered the test ECE from 7.66% to 2.10%: it made "
+                   "calibration better.",
+        "unchanged": "Temperature scaling (T = 1.50) left the test ECE at 7.66%: it made no visible difference "
+                     "to calibration.",
+    }[effect]
+    assert sentence == expected
 
 
 def test_temperature_without_its_reliability_file_is_refused(inputs):

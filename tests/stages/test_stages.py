@@ -39,8 +39,15 @@ TINY = {
 }
 
 
+def complete(overrides: dict) -> dict:
+    """A whole params file: the given sections over the built-in defaults (a file must name every section)."""
+    from dlrig.params import Params, dump_params
+
+    return {**dump_params(Params()), **overrides}
+
+
 def write_params(path: Path, overrides: dict) -> Path:
-    path.write_text(yaml.safe_dump(overrides))
+    path.write_text(yaml.safe_dump(complete(overrides)))
     return path
 
 
@@ -85,13 +92,37 @@ def test_stages_in_order_on_tiny_data(tmp_path):
     html = (reports / "report.html").read_text()
     assert "tiny" in html and "data:image/png;base64," in html
     assert (reports / "plots/confusion.json").is_file()
+    # 15% of 192 training rows are too few to fit a temperature: T = 1, and the metrics and report say why.
+    calib = json.loads((reports / "metrics.json").read_text())["calibration"]
+    assert calib["temperature"] == 1.0 and calib["temperature_fitted"] is False
+    assert calib["reason"] == f"only {history['n_val']} fitting rows (< 50)"
+    assert f"Temperature scaling was not applied (T = 1): only {history['n_val']} fitting rows" in html
+    assert json.loads((reports / "plots/reliability_after.json").read_text()) == []
+
+
+def test_noisy_labels_are_named_in_calibration_and_headline(tmp_path, capsys):
+    # 40% symmetric noise and a 30% early-stopping split (57 rows, enough to fit T on noisy labels).
+    params = {**TINY, "labels": {"noise": {"kind": "symmetric", "rate": 0.4}},
+              "train": {**TINY["train"], "early_stopping": {"val_fraction": 0.3}}}
+    reports = run_pipeline(tmp_path, params)
+    calib = json.loads((reports / "metrics.json").read_text())["calibration"]
+    assert calib["temperature_fitted"] is True and 0.2 <= calib["temperature"] <= 5
+    assert calib["fit_labels_flipped"] > 0 and "flipped by the labels stage" in calib["warnings"][0]
+    assert "warning: " in capsys.readouterr().err
+    html = (reports / "report.html").read_text()
+    effect = "raised" if calib["ece_scaled"] > calib["ece"] else "lowered"
+    assert f"Temperature scaling (T = {calib['temperature']:.2f}) {effect} the test ECE" in html
+    if effect == "raised":
+        assert "it made calibration worse" in html and "the fitting labels were noisy" in html
+    cv = json.loads((reports / "cv/summary.json").read_text())
+    assert f"CV accuracy {cv['mean']:.3f}, measured against the noisy training labels" in html
 
 
 def test_same_params_same_metrics(tmp_path):
     a = run_pipeline(tmp_path / "a", TINY)
     b = run_pipeline(tmp_path / "b", TINY)
     assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
-    # The report differs only where it quotes the wall-clock training time.
+    # The reports differ only where they quote params.yaml: each run has its own compute.cache_dir.
 
 
 def test_validation_failure_stops_before_split(tmp_path):

@@ -17,9 +17,10 @@ from scipy.special import log_softmax, softmax
 
 from dlrig.evaluate.metrics import DECIMALS
 
-# Temperature search range: T in [1/100, 100]. Beyond it the probabilities are one-hot or uniform anyway,
-# and a bounded search cannot run off to infinity on separable data.
-LOG_T_BOUNDS = (-math.log(100.0), math.log(100.0))
+# The range a temperature may take: T in [1/5, 5]. Networks that need calibrating are off by a factor of
+# about 1.1-3 (Guo et al. 2017); a T outside [1/5, 5] says more about the fitting rows (too few, or labels
+# that contradict the model) than about the model, and one-hot or near-uniform probabilities help nobody.
+T_BOUNDS = (0.2, 5.0)
 
 
 def _check(proba: Any, y: Any, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,18 +82,23 @@ def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return float(-log_softmax(logits / temperature, axis=1)[np.arange(y.size), y].mean())
 
 
-def fit_temperature(logits: Any, y: Any) -> float:
-    """The temperature ``T > 0`` that minimises the NLL of ``softmax(logits / T)`` on ``(logits, y)``.
+def fit_temperature(logits: Any, y: Any, bounds: tuple[float, float] = T_BOUNDS) -> float:
+    """The temperature ``T`` in ``bounds`` (default ``[0.2, 5]``, see ``T_BOUNDS``) that minimises the
+    NLL of ``softmax(logits / T)`` on ``(logits, y)``.
 
     **The logits must come from training data only** -- e.g. the early-stopping validation part of the
     training split, or out-of-fold predictions on it -- never from the test set, which is touched only to
     score. (Logits of the very samples the network was fitted on are confidently right, and give a
     too-small T.)
 
-    The NLL is convex in ``1/T``, so a bounded Brent search on ``log T`` in ``[log 0.01, log 100]`` finds
-    the optimum deterministically. ``T > 1`` softens an overconfident model; ``T < 1`` sharpens. On
-    perfectly separated data the NLL keeps falling as ``T -> 0`` and the result is (near) the lower bound.
+    The NLL is convex in ``1/T``, so a bounded Brent search on ``log T`` finds the optimum
+    deterministically; when the optimum lies outside ``bounds`` the result is (near) the nearer bound, which
+    :func:`at_bound` tells. ``T > 1`` softens an overconfident model; ``T < 1`` sharpens. On perfectly
+    separated data the NLL keeps falling as ``T -> 0`` and the result is the lower bound.
     """
+    low, high = bounds
+    if not 0 < low < high:
+        raise ValueError(f"bounds must satisfy 0 < low < high (got {bounds})")
     logits = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y).ravel()
     if logits.ndim != 2 or logits.shape[0] != y.size or y.size == 0:
@@ -104,11 +110,18 @@ def fit_temperature(logits: Any, y: Any) -> float:
         raise ValueError(f"y must hold integer class indices in 0..{logits.shape[1] - 1}")
     res = minimize_scalar(
         lambda log_t: _nll(logits, y, math.exp(log_t)),
-        bounds=LOG_T_BOUNDS,
+        bounds=(math.log(low), math.log(high)),
         method="bounded",
         options={"xatol": 1e-6},
     )
-    return float(math.exp(res.x))
+    t = float(math.exp(res.x))
+    # The bounded search stops a hair inside a bound it runs into; report the bound itself.
+    return next((float(b) for b in bounds if math.isclose(t, b, rel_tol=1e-3)), t)
+
+
+def at_bound(temperature: float, bounds: tuple[float, float] = T_BOUNDS) -> bool:
+    """Whether a fitted T sits on an end of its range: the fitting rows asked for more than it allows."""
+    return any(math.isclose(temperature, b, rel_tol=1e-3) for b in bounds)
 
 
 def apply_temperature(logits: Any, temperature: float) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The held-out evaluation: test metrics with bootstrap intervals, and calibration before/after
-temperature scaling (the temperature fitted on training rows only -- the final fit's early-stopping rows).
+temperature scaling (the temperature fitted on training rows only -- the final fit's early-stopping rows --
+with guard rails: a minimum number of rows, a bounded T, a warning when those rows' labels were flipped).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from dlrig.evaluate.calibration import (
+    T_BOUNDS,
     apply_temperature,
+    at_bound,
     expected_calibration_error,
     fit_temperature,
     reliability_curve,
@@ -18,6 +21,10 @@ from dlrig.evaluate.metrics import classification_metrics
 from dlrig.evaluate.stats import bootstrap_ci
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+# Fewer fitting rows than this and no temperature is fitted (T = 1): one scalar fitted by log loss on a few
+# dozen rows follows their noise (21 rows of a 178-row CSV gave T = 0.02, which sharpened every test
+# probability to near one-hot), and a T that makes the test ECE worse is worse than none.
+MIN_FIT_ROWS = 50
 
 
 def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -61,21 +68,57 @@ def precision_recall(y: np.ndarray, proba: np.ndarray, classes: list[str],
     return metrics, curve
 
 
+def _fit_warnings(t: float, n_flipped: int | None, n_rows: int) -> list[str]:
+    """What a reader of T must know about its fitting rows: flipped labels, a T held at a bound."""
+    warnings = []
+    if n_flipped:
+        warnings.append(
+            f"{n_flipped} of {n_rows} fitting labels ({n_flipped / n_rows:.1%}) were flipped by the labels "
+            "stage: T was fitted to match noisy labels, so it calibrates the model to that noise rather "
+            "than to the true labels the test split holds, and can make the test ECE worse"
+        )
+    if at_bound(t):
+        low, high = T_BOUNDS
+        warnings.append(
+            f"T = {t:.3g} sits on a bound of its range [{low:g}, {high:g}]: the fitting rows asked for more "
+            "than a temperature should change (noisy labels or too few rows), so T was held at the bound"
+        )
+    return warnings
+
+
 def calibration(y_test: np.ndarray, proba_test: np.ndarray, y_fit: np.ndarray | None,
-                proba_fit: np.ndarray | None, n_bins: int = 15) -> tuple[dict[str, Any], dict[str, Any]]:
+                proba_fit: np.ndarray | None, n_bins: int = 15, *, flipped_fit: np.ndarray | None = None,
+                min_rows: int = MIN_FIT_ROWS) -> tuple[dict[str, Any], dict[str, Any]]:
     """ECE on the test split before and after temperature scaling; (metrics, reliability plot data).
 
     ``proba_fit``/``y_fit`` are predictions on training rows the network did not take gradient steps on
-    (the early-stopping split); without them no temperature is fitted.
+    (the early-stopping split); ``flipped_fit`` marks which of their labels the labels stage flipped (None
+    when unknown). Guard rails, each written into the metrics so the report can say it:
+
+    - fewer than ``min_rows`` fitting rows: no T is fitted (``temperature`` 1, ``temperature_fitted``
+      false, ``reason`` says why);
+    - T is searched in ``T_BOUNDS`` ([0.2, 5]); one on a bound is kept and warned about;
+    - flipped fitting labels are warned about: T then learns the noise;
+    - ``ece_change`` (scaled minus unscaled test ECE) says whether T helped (< 0) or hurt (> 0). It is
+      reported, never used to pick T: the test split only scores.
     """
     logits_test = np.log(np.clip(proba_test, 1e-12, 1))  # log-probabilities are logits up to a shift
-    ece = expected_calibration_error(proba_test, y_test, n_bins)
-    out: dict[str, Any] = {"n_bins": n_bins, "ece": round(ece, 6)}
+    ece = round(expected_calibration_error(proba_test, y_test, n_bins), 6)
+    n_rows = 0 if y_fit is None or proba_fit is None else int(len(y_fit))
+    n_flipped = None if flipped_fit is None or not n_rows else int(np.count_nonzero(flipped_fit))
+    out: dict[str, Any] = {"n_bins": n_bins, "ece": ece, "temperature": 1.0, "temperature_fitted": False,
+                           "fitted_on": n_rows, "fit_labels_flipped": n_flipped}
     curves = {"before": reliability_curve(proba_test, y_test, n_bins)}
-    if proba_fit is not None and y_fit is not None and len(y_fit):
-        t = fit_temperature(np.log(np.clip(proba_fit, 1e-12, 1)), y_fit)
-        scaled = apply_temperature(logits_test, t)
-        out.update(temperature=round(t, 6), fitted_on=int(len(y_fit)),
-                   ece_scaled=round(expected_calibration_error(scaled, y_test, n_bins), 6))
-        curves["after"] = reliability_curve(scaled, y_test, n_bins)
+    if n_rows < max(min_rows, 1):
+        out["reason"] = (f"only {n_rows} fitting rows (< {min_rows})" if n_rows
+                         else "no fitting rows: the final fit held out no early-stopping rows")
+        out["warnings"] = []
+        return out, curves
+    t = fit_temperature(np.log(np.clip(proba_fit, 1e-12, 1)), y_fit)
+    scaled = apply_temperature(logits_test, t)
+    ece_scaled = round(expected_calibration_error(scaled, y_test, n_bins), 6)
+    out.update(temperature=round(t, 6), temperature_fitted=True, ece_scaled=ece_scaled,
+               ece_change=round(ece_scaled - ece, 6), at_bound=at_bound(t),
+               warnings=_fit_warnings(t, n_flipped, n_rows))
+    curves["after"] = reliability_curve(scaled, y_test, n_bins)
     return out, curves

@@ -2,7 +2,8 @@
 
 It reads ``metrics.json``'s ``calibration`` (written by the evaluate stage with
 ``dlrig.evaluate.holdout.calibration``) and shows the reliability diagram drawn from
-``plots/reliability_{before,after}.json``.
+``plots/reliability_{before,after}.json``. Its verdict sentence is computed from the saved ECEs, so a T
+that made calibration worse is called worse, never an improvement.
 """
 
 from __future__ import annotations
@@ -18,48 +19,120 @@ ECE_HELP = (
     "and its mean confidence, weighted by the bin's share of samples. 0 means a predicted 90% is right "
     "90% of the time."
 )
+BASE_KEYS = ("n_bins", "ece", "temperature", "temperature_fitted", "fitted_on", "warnings")
+FITTED_KEYS = ("ece_scaled", "ece_change")
 
 
 def missing_calibration_keys(calib: Any) -> list[str]:
-    """The keys metrics.json's calibration lacks: those ``calibration()`` writes, the scaled ones if T."""
+    """The keys metrics.json's calibration lacks: those ``calibration()`` always writes, then the scaled
+    ECE when a T was fitted, or the reason when none was."""
     if not isinstance(calib, dict):
         return ["calibration"]
-    keys = ["n_bins", "ece"] + (["temperature", "fitted_on", "ece_scaled"] if "temperature" in calib else [])
+    keys = list(BASE_KEYS)
+    if "temperature_fitted" in calib:
+        keys += FITTED_KEYS if calib["temperature_fitted"] else ("reason",)
     return [k for k in keys if k not in calib]
 
 
-def calibration_section(calib: Mapping[str, Any], n_test: int, n_val: Any, png: bytes) -> str:
-    """``n_val``: the early-stopping rows the training history reports (to say why no T was fitted)."""
-    scaled = "temperature" in calib
-    ece, bins = calib["ece"], int(calib["n_bins"])
-    facts = [("ECE, test split" + (" (before temperature scaling)" if scaled else ""), esc(pct(ece)))]
-    if scaled:
-        t, after = float(calib["temperature"]), calib["ece_scaled"]
-        direction = "softens over-confident" if t > 1 else "sharpens under-confident" if t < 1 else "leaves"
-        facts += [
-            ("ECE, test split, after temperature scaling", esc(pct(after))),
-            ("Temperature T", esc(f"{num(t)} (divides the logits: T > 1 softens, T < 1 sharpens)")),
-            ("T fitted on", esc(f"{num(int(calib['fitted_on']))} training rows held out for early stopping")),
-        ]
-        change = "lowered" if after < ece else "did not lower"
-        text = (
-            f"T was fitted on the training split's early-stopping rows, the rows the final model took no "
-            f"gradient steps on, by minimising their log loss; the {num(n_test)} test samples were only "
-            f"scored. T = {t:.2f} {direction} probabilities and {change} the test ECE from {pct(ece)} to "
-            f"{pct(after)}. Dividing every logit by one T never changes which class is predicted, so "
-            "accuracy and the per-class results are the same after it."
+def scaling_effect(ece: float, after: float) -> str:
+    """What T did to the test ECE, as its two-decimal percentages show: lowered, raised or unchanged."""
+    if pct(after) == pct(ece):
+        return "unchanged"
+    return "lowered" if after < ece else "raised"
+
+
+def verdict(calib: Mapping[str, Any]) -> str:
+    """One sentence: whether temperature scaling helped or hurt on the test split, and why if it hurt.
+
+    "Temperature scaling (T = 8.65) raised the test ECE from 7.66% to 48.78%: it made calibration worse
+    ..." -- every word after the colon follows from the numbers saved in metrics.json.
+    """
+    t, ece, after = float(calib["temperature"]), calib["ece"], calib["ece_scaled"]
+    head = f"Temperature scaling (T = {t:.2f})"
+    effect = scaling_effect(ece, after)
+    if effect == "unchanged":
+        return f"{head} left the test ECE at {pct(ece)}: it made no visible difference to calibration."
+    if effect == "lowered":
+        return f"{head} lowered the test ECE from {pct(ece)} to {pct(after)}: it made calibration better."
+    text = (
+        f"{head} raised the test ECE from {pct(ece)} to {pct(after)}: it made calibration worse, so the "
+        "unscaled probabilities are the better ones"
+    )
+    flipped, rows = calib.get("fit_labels_flipped"), int(calib["fitted_on"])
+    if flipped:
+        text += (
+            f"; the fitting labels were noisy ({num(int(flipped))} of {num(rows)} flipped by the labels "
+            "stage), and T learned that noise"
         )
-    elif isinstance(n_val, int) and n_val > 0:
-        text = (
+    return text + "."
+
+
+def _not_fitted(calib: Mapping[str, Any], n_val: Any) -> str:
+    """Why there is no T: too few rows (the evaluate stage's reason), none recorded, or none held out."""
+    rows = int(calib["fitted_on"])
+    if rows > 0:
+        return (
+            f"Temperature scaling was not applied (T = 1): {calib['reason']}. A single temperature fitted on "
+            "that few rows follows their chance more than the model's miscalibration, and could make the "
+            "test ECE worse."
+        )
+    if isinstance(n_val, int) and n_val > 0:
+        return (
             f"No temperature was fitted, although the final fit held out {num(n_val)} rows for early "
             "stopping: the checkpoint does not list them (it predates the train stage recording them). "
             "Re-run the train and evaluate stages to fit T on them."
         )
+    return (
+        "No temperature was fitted: the final fit held out no early-stopping rows (early stopping was "
+        "off), and fitting T on the test split would let the test set tune the model it scores."
+    )
+
+
+def _fitted_facts(calib: Mapping[str, Any]) -> list[tuple[str, str]]:
+    t, after = float(calib["temperature"]), calib["ece_scaled"]
+    worse = scaling_effect(calib["ece"], after) == "raised"
+    rows_text = f"{num(int(calib['fitted_on']))} training rows held out for early stopping"
+    if calib.get("fit_labels_flipped"):
+        flipped = num(int(calib["fit_labels_flipped"]))
+        rows_text += f", {flipped} of them with labels flipped by the labels stage"
+    return [
+        (
+            "ECE, test split, after temperature scaling",
+            esc(pct(after) + (" (worse: use the unscaled probabilities)" if worse else "")),
+        ),
+        ("Temperature T", esc(f"{num(t)} (divides the logits: T > 1 softens, T < 1 sharpens)")),
+        ("T fitted on", esc(rows_text)),
+    ]
+
+
+def _fitted_text(calib: Mapping[str, Any], n_test: int) -> str:
+    t = float(calib["temperature"])
+    direction = "softens" if t > 1 else "sharpens" if t < 1 else "leaves"
+    return (
+        f"{verdict(calib)} T was fitted on the training split's early-stopping rows, the rows the final "
+        f"model took no gradient steps on, by minimising their log loss; the {num(n_test)} test samples "
+        f"were only scored. T = {t:.2f} {direction} the probabilities. Dividing every logit by one T never "
+        "changes which class is predicted, so accuracy and the per-class results are the same after it."
+    )
+
+
+def _warnings(calib: Mapping[str, Any]) -> str:
+    items = "".join(f"<li>{esc(w)}</li>" for w in calib.get("warnings") or [])
+    return f'<ul class="warnings">{items}</ul>' if items else ""
+
+
+def calibration_section(calib: Mapping[str, Any], n_test: int, n_val: Any, png: bytes) -> str:
+    """``n_val``: the early-stopping rows the training history reports (to say why no T was fitted)."""
+    scaled = bool(calib["temperature_fitted"])
+    bins = int(calib["n_bins"])
+    label = "ECE, test split" + (" (before temperature scaling)" if scaled else "")
+    facts = [(label, esc(pct(calib["ece"])))]
+    if scaled:
+        facts += _fitted_facts(calib)
+        text = _fitted_text(calib, n_test)
     else:
-        text = (
-            "No temperature was fitted: the final fit held out no early-stopping rows (early stopping was "
-            "off), and fitting T on the test split would let the test set tune the model it scores."
-        )
+        facts.append(("Temperature T", esc("1 (not fitted)")))
+        text = _not_fitted(calib, n_val)
     caption = (
         "Each point is one confidence bin: its mean confidence against its accuracy; the point's area grows "
         "with the bin's sample count, and the lower panel gives the counts (log scale). Points on the "
@@ -67,6 +140,6 @@ def calibration_section(calib: Mapping[str, Any], n_test: int, n_val: Any, png: 
     )
     return (
         '<section id="calibration"><h2>Calibration</h2>'
-        f'<p>{esc(ECE_HELP.format(bins=bins))}</p>{kv_table(facts)}<p>{esc(text)}</p>'
+        f"<p>{esc(ECE_HELP.format(bins=bins))}</p>{kv_table(facts)}<p>{esc(text)}</p>{_warnings(calib)}"
         f"{figure(png, 'Reliability diagram', esc(caption))}</section>"
     )

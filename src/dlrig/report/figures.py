@@ -268,13 +268,23 @@ def reliability_figure(
                 label += f" (T = {t:.2f})"
             if ece is not None:
                 label += f", ECE {ece:.2%}"
+                # Said on the figure too: a scaled curve that is worse must not read as the better one.
+                if name == "after" and ece_before is not None and f"{ece:.2%}" != f"{ece_before:.2%}":
+                    label += " (worse)" if ece > ece_before else " (better)"
             x = [float(r["confidence"]) for r in bins]
             y = [float(r["accuracy"]) for r in bins]
             n = [int(r["count"]) for r in bins]
             ax.plot(x, y, color=color, linewidth=0.9, alpha=0.5, zorder=3)
             ax.scatter(
-                x, y, s=[20 + 380 * c / biggest for c in n], color=color, alpha=0.75,
-                edgecolors="white", linewidths=0.6, zorder=4, label=label,
+                x,
+                y,
+                s=[20 + 380 * c / biggest for c in n],
+                color=color,
+                alpha=0.75,
+                edgecolors="white",
+                linewidths=0.6,
+                zorder=4,
+                label=label,
             )
             # Counts per bin, side by side when both curves are drawn.
             shift = (i - (len(curves) - 1) / 2) * width / len(curves)
@@ -289,8 +299,12 @@ def reliability_figure(
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         # Above the panels, where it cannot hide a point; it carries the title.
         fig.legend(
-            loc="outside upper center", ncols=1, fontsize=9, markerscale=0.6,
-            title="Reliability on the test split", title_fontproperties={"weight": "bold", "size": 11},
+            loc="outside upper center",
+            ncols=1,
+            fontsize=9,
+            markerscale=0.6,
+            title="Reliability on the test split",
+            title_fontproperties={"weight": "bold", "size": 11},
         )
         if rows:
             ax_n.set_yscale("log")

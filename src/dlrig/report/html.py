@@ -1,9 +1,11 @@
 """The human report: one self-contained HTML page built from the files earlier stages saved.
 
 It tells the story in order: the headline (the nested-CV estimate beside the held-out test scores, each
-with its interval), how the hyperparameters were selected and how far to trust that choice, how the tuned
-model compares with the baselines, how the final training went, how well calibrated its probabilities
-are, the per-class results, what was done to the labels and what label checks found, and the data checks.
+with its interval; when the labels stage corrupted the training labels, the clean test score leads and the
+CV score says which labels it was measured against), how the hyperparameters were selected and how far to
+trust that choice, how the tuned model compares with the baselines, how the final training went, how well
+calibrated its probabilities are, the per-class results, what was done to the labels and what label checks
+found, and the data checks.
 Each long section lives in its own module (selection, baselines, calibration, labels); this one reads and
 checks the inputs and assembles the page. Nothing is re-trained or re-scored here.
 
@@ -23,7 +25,7 @@ import yaml
 
 import dlrig
 from dlrig.errors import UserError
-from dlrig.io import load_json, save_text
+from dlrig.io import load_json, resolve, save_text
 from dlrig.params import ReportParams, read_yaml
 from dlrig.report.baselines import baselines_section, check_compare
 from dlrig.report.calibration import calibration_section, missing_calibration_keys
@@ -34,7 +36,14 @@ from dlrig.report.figures import (
     per_class_recall_figure,
     reliability_figure,
 )
-from dlrig.report.labels import STUDY_COMMAND, STUDY_REL, check_labels, check_study, labels_section
+from dlrig.report.labels import (
+    STUDY_COMMAND,
+    STUDY_REL,
+    check_labels,
+    check_study,
+    labels_section,
+    training_label_caveat,
+)
 from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, pct, plain
 from dlrig.report.selection import selection_section
 
@@ -151,7 +160,7 @@ def load_inputs(reports_dir: str | Path, params_path: str | Path) -> dict[str, A
     labels_path, detect_path = reports_dir / INPUTS["labels"][0], reports_dir / INPUTS["detect"][0]
     check_labels(labels_path, inputs["labels"], detect_path, inputs["detect"])
     # After temperature scaling: required exactly when a temperature was fitted.
-    scaled = "temperature" in inputs["metrics"]["calibration"]
+    scaled = bool(inputs["metrics"]["calibration"]["temperature_fitted"])
     inputs["reliability_after"] = _load_input(reports_dir, "reliability_after") if scaled else None
     study_path = reports_dir / OPTIONAL_INPUTS["study"][0]
     inputs["study"] = _load_input(reports_dir, "study") if study_path.is_file() else None
@@ -187,10 +196,15 @@ def _cv_line(cv: Mapping[str, Any]) -> str:
     return f"CV {cv['metric']} {float(cv['mean']):.3f} ± {float(cv['std']):.3f} ({ci}{folds})"
 
 
-def _cv_estimate(cv: Mapping[str, Any], test: Mapping[str, Any]) -> str:
+def _cv_estimate(
+    cv: Mapping[str, Any], test: Mapping[str, Any], caveat: tuple[str, str] | None = None
+) -> str:
+    """The CV box; ``caveat`` (see ``training_label_caveat``) names the corrupted labels it was scored on."""
     metric = cv["metric"]
     optimistic = bool(cv.get("optimistic")) or int(cv["depth"]) == 1
-    label = "Plain CV (optimistic), training split" if optimistic else "Nested-CV estimate, training split"
+    where = f"{caveat[0]} training labels" if caveat else "training split"
+    label = f"Plain CV (optimistic), {where}" if optimistic else f"Nested-CV estimate, {where}"
+    value = _cv_line(cv) + (f", measured against the {where}" if caveat else "")
     hint = f"± is the standard deviation over folds. Test accuracy {float(test['accuracy']):.3f}"
     score = _test_score(test, metric)
     if metric != "accuracy" and score is not None:
@@ -203,6 +217,8 @@ def _cv_estimate(cv: Mapping[str, Any], test: Mapping[str, Any]) -> str:
     lo, hi = (list(cv.get("ci95") or []) + [None, None])[:2]
     if score is not None and finite(lo) and finite(hi):
         hint += f": {'inside' if lo <= score <= hi else 'above' if score > hi else 'below'} the CV interval"
+        if caveat:
+            hint += f", though the two were scored against different labels (true vs {caveat[0]})"
     hint += "."
     if optimistic:
         hint += (
@@ -211,7 +227,7 @@ def _cv_estimate(cv: Mapping[str, Any], test: Mapping[str, Any]) -> str:
         )
     return (
         f'<div class="estimate{" optimistic" if optimistic else ""}"><div class="label">{esc(label)}</div>'
-        f'<div class="value">{esc(_cv_line(cv))}</div><div class="hint">{esc(hint)}</div></div>'
+        f'<div class="value">{esc(value)}</div><div class="hint">{esc(hint)}</div></div>'
     )
 
 
@@ -223,7 +239,34 @@ def _interval(test: Mapping[str, Any], metric: str) -> str:
     return f"95% CI {low:.3f}–{high:.3f}"
 
 
-def _headline(test: Mapping[str, Any], classes: list[str], cv: Mapping[str, Any]) -> str:
+def _corrupted_lead(test: Mapping[str, Any], cv: Mapping[str, Any], caveat: tuple[str, str]) -> str:
+    """Why the test score leads when the labels stage corrupted the training labels: the CV score was
+    measured against those labels, the test score against true ones.
+
+    "... CV accuracy 0.502, measured against the noisy training labels (575 of 1,437 flipped by the labels
+    stage), is not an estimate of the test score: it scores predictions against flipped labels."
+    """
+    words, evidence = caveat
+    metric = cv["metric"]
+    score = f"test accuracy {pct(test['accuracy'])} ({_interval(test, 'accuracy')})"
+    other = _test_score(test, metric)
+    if metric != "accuracy" and other is not None:
+        score += f" and test {metric} {other:.3f}"
+    why = (["scores predictions against flipped labels"] if "noisy" in words else []) + (
+        ["reflects a class mix the test split does not have"] if "imbalanced" in words else []
+    )
+    return (
+        f"The test split kept its true labels, so its scores lead: {score} on {num(int(test['n']))} "
+        f"held-out samples. CV {metric} {float(cv['mean']):.3f}, measured against the {words} training "
+        f"labels ({evidence}), is not an estimate of the test score: it {' and '.join(why)}."
+    )
+
+
+def _headline(
+    test: Mapping[str, Any], classes: list[str], cv: Mapping[str, Any], labels: Mapping[str, Any]
+) -> str:
+    """The test cards and the CV estimate. With corrupted training labels the clean test score leads and
+    the CV score says what it was measured against; otherwise the CV estimate comes first."""
     cards = [
         (
             "Accuracy",
@@ -251,10 +294,17 @@ def _headline(test: Mapping[str, Any], classes: list[str], cv: Mapping[str, Any]
         "Intervals: 95% percentile bootstrap over the test samples (resampled with replacement; the "
         "model is fixed), so they show how much the score would move on another test set of this size."
     )
-    return (
-        f'<section id="headline"><h2>Headline</h2>{_cv_estimate(cv, test)}'
-        f'<h3>Held-out test set</h3><div class="cards">{body}</div><p class="note">{esc(note)}</p></section>'
-    )
+    caveat = training_label_caveat(labels)
+    cards = f'<div class="cards">{body}</div><p class="note">{esc(note)}</p>'
+    if caveat is None:
+        inner = f"{_cv_estimate(cv, test)}<h3>Held-out test set</h3>{cards}"
+    else:
+        inner = (
+            f'<p class="lead">{esc(_corrupted_lead(test, cv, caveat))}</p>'
+            f"<h3>Held-out test set (true labels)</h3>{cards}"
+            f"<h3>Cross-validation ({esc(caveat[0])} training labels)</h3>{_cv_estimate(cv, test, caveat)}"
+        )
+    return f'<section id="headline"><h2>Headline</h2>{inner}</section>'
 
 
 def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
@@ -262,13 +312,11 @@ def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
     best = history.get("best_epoch")
     best_row = next((r for r in rows if r.get("epoch") == best), None)
     has_val = any(r.get("val_loss") is not None for r in rows)
-    seconds = history.get("seconds")
     facts = [
         ("Epochs run", esc(num(len(rows)))),
         ("Best epoch", esc(best if best is not None else "n/a")),
         ("Stopped early", esc(num(history.get("stopped_early")))),
         ("Parameters", esc(num(history.get("n_parameters")))),
-        ("Training time", esc("n/a" if seconds is None else f"{float(seconds):.1f} s")),
         ("Samples for gradient steps", esc(num(history.get("n_fit")))),
         (
             "Samples for early stopping",
@@ -376,9 +424,7 @@ def _validation(validation: Mapping[str, Any]) -> str:
         else:
             others.append((str(key), esc(plain(value))))
     details = (
-        f"<details><summary>Data summary and settings</summary>{kv_table(others)}</details>"
-        if others
-        else ""
+        f"<details><summary>Data summary and settings</summary>{kv_table(others)}</details>" if others else ""
     )
     outcome = (
         f'<p class="outcome">{badge(success if isinstance(success, bool) else None, "passed", "failed")} '
@@ -524,7 +570,7 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
     )
     body = "".join(
         [
-            _headline(test, classes, inputs["cv"]),
+            _headline(test, classes, inputs["cv"], inputs["labels"]),
             selection_section(inputs["cv"], inputs["folds"], inputs["params"], figures),
             baselines_section(inputs["compare"], inputs["cv"]["metric"]),
             _training(inputs["history"], figures["curves"]),
@@ -599,8 +645,9 @@ def build_report(
             after=inputs["reliability_after"],
             ece_before=calib["ece"],
             ece_after=calib.get("ece_scaled"),
-            temperature=calib.get("temperature"),
+            temperature=calib["temperature"] if calib["temperature_fitted"] else None,
         ),
     }
-    figures = {name: path.read_bytes() for name, path in paths.items()}
+    # resolve: the figures were written in this stage's output set and are renamed into place at its end
+    figures = {name: resolve(path).read_bytes() for name, path in paths.items()}
     save_text(out_html, render_html(inputs, figures, cfg.title))

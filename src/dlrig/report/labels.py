@@ -71,6 +71,38 @@ def _param(params: Mapping[str, Any], *keys: str) -> Any:
     return node
 
 
+def corruption(labels: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(noisy, imbalanced): whether the labels stage flipped labels / dropped rows of the training split."""
+    imbalance, noise = labels["imbalance"], labels["noise"]
+    imbalanced = imbalance["profile"] != "none" and labels["n_after"] < labels["n_before"]
+    noisy = noise["kind"] != "none" and int(noise["n_flipped"]) > 0
+    return noisy, imbalanced
+
+
+def _realised_ratio(counts: Sequence[Any]) -> float | None:
+    present = [int(c) for c in counts if int(c) > 0]
+    return max(present) / min(present) if present else None
+
+
+def training_label_caveat(labels: Mapping[str, Any]) -> tuple[str, str] | None:
+    """None when the training labels are as they came; else (what they are, the evidence), e.g.
+    ("noisy", "575 of 1,437 flipped by the labels stage"): the words a CV score measured on them needs."""
+    noisy, imbalanced = corruption(labels)
+    words, evidence = [], []
+    if noisy:
+        words.append("noisy")
+        noise = labels["noise"]
+        flipped, n = num(int(noise["n_flipped"])), num(int(noise["n"]))
+        evidence.append(f"{flipped} of {n} flipped by the labels stage")
+    if imbalanced:
+        words.append("imbalanced")
+        dropped = int(labels["n_before"]) - int(labels["n_after"])
+        text = f"{num(dropped)} of {num(int(labels['n_before']))} rows dropped by the labels stage"
+        ratio = _realised_ratio(labels["imbalance"]["counts"])
+        evidence.append(text + (f", n_max / n_min = {ratio:.2f}" if ratio is not None else ""))
+    return (", ".join(words), "; ".join(evidence)) if words else None
+
+
 def _class_name(classes: Sequence[str], i: int, k: int) -> str:
     return classes[i] if len(classes) == k else str(i)
 
@@ -79,8 +111,7 @@ def _injected(labels: Mapping[str, Any], classes: Sequence[str], params: Mapping
     imbalance, noise = labels["imbalance"], labels["noise"]
     counts = [int(c) for c in imbalance["counts"]]
     n_noise, n_flipped = int(noise["n"]), int(noise["n_flipped"])
-    imbalanced = imbalance["profile"] != "none" and labels["n_after"] < labels["n_before"]
-    noisy = noise["kind"] != "none" and n_flipped > 0
+    noisy, imbalanced = corruption(labels)
     requested_ratio = _param(params, "labels", "imbalance", "ratio")
     requested_rate = _param(params, "labels", "noise", "rate")
     if not imbalanced and not noisy:
@@ -96,14 +127,15 @@ def _injected(labels: Mapping[str, Any], classes: Sequence[str], params: Mapping
             parts.append(f"{noise['kind']} label noise (labels flipped)")
         summary = (
             f"Injected on the training split only: {' and '.join(parts)}; the test split is untouched, so "
-            "the test results above measure against the true labels."
+            "the test results above measure against the true labels, and the cross-validation scores "
+            "against the corrupted training labels."
         )
-    present = [c for c in counts if c > 0]
     imbalance_text = str(imbalance["profile"])
     if imbalanced and finite(requested_ratio):
         imbalance_text += f" (requested ratio {requested_ratio:g})"
-    if present:
-        imbalance_text += f"; realised n_max / n_min = {max(present) / min(present):.2f}"
+    ratio = _realised_ratio(counts)
+    if ratio is not None:
+        imbalance_text += f"; realised n_max / n_min = {ratio:.2f}"
     noise_text = str(noise["kind"])
     if noisy and finite(requested_rate):
         noise_text += f" (requested rate {requested_rate:g})"
@@ -122,7 +154,7 @@ def _injected(labels: Mapping[str, Any], classes: Sequence[str], params: Mapping
         for i, c in enumerate(counts)
     )
     table = (
-        '<details><summary>Training rows and flip rate per class</summary><table><thead><tr><th>Class</th>'
+        "<details><summary>Training rows and flip rate per class</summary><table><thead><tr><th>Class</th>"
         '<th class="num">Training rows</th><th class="num">Share</th><th class="num">Labels flipped</th>'
         f"</tr></thead><tbody>{rows}</tbody></table></details>"
     )
