@@ -15,11 +15,32 @@ import torch
 
 from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
+from dlrig.errors import UserError
 from dlrig.io import load_npz, save_json
 from dlrig.labels.detect import detection_scores, find_label_issues
 from dlrig.params import load_params
 from dlrig.select.nested import derive_seed, make_folds
 from dlrig.select.scorers import TorchScorer
+
+
+def check_detect_folds(train: Dataset, n_splits: int, path: str) -> None:
+    """Refuse, naming labels.detect.n_splits, a training set its stratified folds cannot split."""
+    counts = np.bincount(train.y, minlength=train.n_classes)
+    present = np.flatnonzero(counts)
+    if not len(present):
+        raise UserError(f"{path}: holds no samples; rerun the labels stage")
+    k = int(present[np.argmin(counts[present])])
+    if counts[k] < n_splits:
+        raise UserError(
+            f"{path}: class {train.classes[k]!r} has {int(counts[k])} training sample(s), fewer than the "
+            f"labels.detect.n_splits={n_splits} folds need: lower labels.detect.n_splits (>= 2), set "
+            "labels.detect.enabled=false, or keep more of the class (labels.imbalance.ratio)"
+        )
+    if train.groups is not None and len(np.unique(train.groups)) < n_splits:
+        raise UserError(
+            f"{path}: {len(np.unique(train.groups))} group(s) (split.group_column) cannot fill "
+            f"labels.detect.n_splits={n_splits} grouped folds: lower labels.detect.n_splits"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -38,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     torch.set_num_threads(params.compute.torch_threads)
     train = Dataset.load(args.train, args.meta)
+    check_detect_folds(train, cfg.n_splits, args.train)
     arrays = load_npz(args.train)
     K, rows = train.n_classes, np.arange(len(train.y))
     folds = make_folds(train.y, train.groups, rows, cfg.n_splits, params.seed + 3)

@@ -1,7 +1,8 @@
 """labels: optional controlled imbalance and label noise on the training split (off by default).
 
 Writes data/processed/train_labels.npz (the set train uses, plus the clean labels and the flip mask for
-measurement) and reports/labels.json. The test split is never corrupted.
+measurement) and reports/labels.json. The test split is never corrupted. A class left too small for the
+folds of train (``cv.*``) or detect (``labels.detect.n_splits``) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import numpy as np
+
 from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.io import save_json, save_npz
-from dlrig.labels.corrupt import corrupt_training_labels
+from dlrig.labels.corrupt import check_fold_sizes, corrupt_training_labels
 from dlrig.params import load_params
 
 
@@ -28,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     train = Dataset.load(args.train, args.meta)
     out, report, truth = corrupt_training_labels(train, params.labels, params.seed)
+    check_fold_sizes(out, np.bincount(train.y, minlength=train.n_classes), params.labels, params.cv)
+    # Everything is checked; only writes follow.
     arrays = {"X": out.X, "y": out.y, **truth}
     if out.groups is not None:
         arrays["groups"] = out.groups

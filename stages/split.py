@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     params = load_params(args.params)
     validation = load_json(args.validation)
-    if not validation.get("success", False) and params.validate_.on_failure == "error":
+    if not isinstance(validation, dict) or "success" not in validation:
+        raise UserError(f"{args.validation}: not a validation report (no 'success'); rerun validate")
+    if not validation["success"] and params.validate_.on_failure == "error":
         raise UserError(f"{args.validation}: the data failed validation; fix the data or the suite first")
     ds = Dataset.load(args.data, args.meta)
     train, test, report = holdout_split(ds, params.split, params.seed)

@@ -14,7 +14,7 @@ from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.data.validate import check_outcome, validate_dataset
 from dlrig.errors import UserError
-from dlrig.io import save_json, save_text
+from dlrig.io import immediate, save_json, save_text
 from dlrig.params import load_params
 
 
@@ -28,10 +28,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    ds = Dataset.load(args.data, args.meta)
+    ds = Dataset.load(args.data, args.meta, allow_nonfinite=True)  # reporting them is our job
     outcome = validate_dataset(ds, params.validate_)
-    save_json(args.out, outcome.to_json())
-    save_text(args.summary, outcome.summary_markdown())
+    # The report is the point of this stage, and most of all when it refuses the data: written at once,
+    # not held back with the stage's output set (dlrig.cli.run_stage) until a success that never comes.
+    with immediate():
+        save_json(args.out, outcome.to_json())
+        save_text(args.summary, outcome.summary_markdown())
     if not outcome.success and params.validate_.on_failure == "warn":
         print(f"warning: {args.data}: {outcome.failure_message()}", file=sys.stderr)
     try:

@@ -78,6 +78,7 @@ def test_csv_group_column_is_not_a_feature(tmp_path):
         ('a,"b\n1,2\n', "not a readable CSV"),
         ("a,b,klass\n1,2,0\n", "no label column 'label'.*\\['a', 'b', 'klass'\\]"),
         ("a,b,label\n1,2,0\n1,oops,1\n", "feature column 'b' is not numeric: line 3 holds 'oops'"),
+        ("a,b,label\n1,2,x\n3,4,x\n", "label column 'label' \\(data.csv.label_column\\) holds one class"),
         ("a,b,label\n1,2,0\n1,2,\n3,4,1\n", "1 missing label.*line\\(s\\) 3"),
         ("label\n1\n", "no feature columns"),
     ],
@@ -143,10 +144,17 @@ def test_imagefolder_errors(tmp_path):
     make_image_folder(tmp_path / "imgs")
     (tmp_path / "imgs" / "zebra").mkdir()
     (tmp_path / "imgs" / "zebra" / "notes.txt").write_text("not an image")
-    with pytest.raises(UserError, match="imgs: Found no valid file for the classes zebra"):
+    with pytest.raises(UserError, match=r"imgs: class folder\(s\) \['zebra'\] hold no images"):
         load_source(cfg(tmp_path / "imgs"), 0)
     (tmp_path / "imgs" / "zebra" / "notes.txt").unlink()
     (tmp_path / "imgs" / "zebra").rmdir()
+    (tmp_path / "imgs" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    assert load_source(cfg(tmp_path / "imgs"), 0).classes == ["blue", "gray", "red"]
+
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "one" / "cat" / "x.png")
+    with pytest.raises(UserError, match=r"one class folder \('cat'\); .*at least 2 class sub-folders"):
+        load_source(cfg(tmp_path / "one"), 0)
 
     bad = tmp_path / "imgs" / "red" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
@@ -221,6 +229,12 @@ def test_mnist_errors(tmp_path):
     write_mnist(tmp_path)
     img.write_bytes(b"\x00\x00\x08\x01" + img.read_bytes()[4:])  # labels' magic on an image file
     with pytest.raises(UserError, match="magic number 2049, expected 2051"):
+        load_source(cfg, 0)
+
+    write_mnist(tmp_path)
+    for part, n in (("train", 6), ("t10k", 4)):
+        (tmp_path / f"{part}-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(n, 3, dtype=np.uint8)))
+    with pytest.raises(UserError, match="every label in .* is 3; classification needs at least 2 classes"):
         load_source(cfg, 0)
 
 

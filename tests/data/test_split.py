@@ -73,3 +73,19 @@ def test_groups_never_straddle_the_split():
     ds.y = np.repeat(np.arange(3), 20)
     train, test, report = holdout_split(ds, SplitParams(test_size=0.2), 0)
     assert report["grouped"] and not set(train.groups) & set(test.groups)
+
+
+def test_one_class_and_too_few_groups_are_refused():
+    with pytest.raises(UserError, match=r"split: the data set has 1 class\(es\) \['c0'\]; classification needs"):
+        holdout_split(make(n_classes=1), SplitParams(), 0)
+    ds = make(groups=np.arange(60) % 3)
+    with pytest.raises(UserError, match="split.group_column has 3 distinct value.* needs at least 5 groups"):
+        holdout_split(ds, SplitParams(test_size=0.2), 0)
+
+
+def test_a_grouped_split_that_loses_a_class_names_the_group_column():
+    # Class c2 lives in one group only: it can be on one side of the split, never both.
+    groups = np.r_[np.arange(40) % 8, np.full(20, 99)]
+    with pytest.raises(UserError, match=r"grouped hold-out \(split.group_column\) leaves the (train|test) side "
+                                        r"with no sample of class\(es\) \['c2'\]"):
+        holdout_split(make(groups=groups), SplitParams(test_size=0.2), 0)

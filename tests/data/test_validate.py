@@ -72,9 +72,12 @@ def test_nan_and_inf_counted_per_sample(digits):
     assert outcome.dataset["n_nan_values"] == 3 and outcome.dataset["n_inf_values"] == 1
     # inf is not double-counted as out of range: ranges look at finite values only
     assert by_description(outcome, "row_max").success
-    assert outcome.failure_message().startswith(
+    assert outcome.failure_message() == (
         "data validation failed (2 of 10 expectations): "
-        "no NaN values: 2 of 1797 samples (e.g. row 4 (n_nan=2)"
+        "NaN values in 2 of 1797 samples (e.g. row 4 (n_nan=2), row 9 (n_nan=1)): clean or impute the data "
+        "(always checked: nothing can train on NaN); "
+        "inf values in 1 of 1797 samples (e.g. row 11 (n_inf=1)): clean or impute the data "
+        "(always checked: nothing can train on inf)"
     )
 
 
@@ -99,8 +102,9 @@ def test_too_few_samples_in_a_class(digits):
     assert (per_class.success, per_class.offending, per_class.unit) == (False, 1, "classes")
     assert per_class.examples == [{"label": "3", "count": 4}]
     assert outcome.failure_message() == (
-        "data validation failed (1 of 10 expectations): samples per class >= 10: 1 of 10 classes "
-        "(e.g. class '3' (count=4))"
+        "data validation failed (1 of 10 expectations): validate.min_per_class is 10 but 1 of 10 classes "
+        "(e.g. class '3' (count=4)) have fewer samples: collect more data, drop the class, or set "
+        "validate.min_per_class=4"
     )
 
 
@@ -152,6 +156,57 @@ def test_wrong_shape(digits):
     assert [r.description for r in outcome.failed] == ["n_values == 784", "sample shape == 1x28x28"]
     assert all(r.offending == 1797 for r in outcome.failed)
     assert outcome.failed[1].examples[0] == {"row": 0, "shape": "1x8x8"}
+    # One reason, said once, naming the key and the value that fits (the README image-folder recipe).
+    assert outcome.failure_message() == (
+        "data validation failed (2 of 10 expectations): validate.sample_shape is [1,28,28] but the data's "
+        "samples are [1,8,8]: set validate.sample_shape=[1,8,8] or null"
+    )
+
+
+def broken_each_way(digits):
+    """(params, data) pairs that each fail one expectation; together every expectation fails once."""
+    X = digits.X.copy()
+    X[1, 0, 0, 0], X[2, 0, 0, 1], X[3, 0, 0, 2], X[4, 0, 0, 3] = np.nan, np.inf, -5.0, 99.0
+    X[100:400] = X[0]
+    y = digits.y.copy()
+    y[500] = 12
+    keep = np.r_[np.flatnonzero(digits.y != 3), np.flatnonzero(digits.y == 3)[:4]]
+    return [
+        (dict(STRICT, max_duplicate_fraction=0.01), copy(digits, X=X)),
+        (dict(STRICT, labels=list(range(9))), digits),
+        (dict(STRICT, labels=list(range(11))), digits),
+        (dict(STRICT, labels=None), copy(digits, y=y)),
+        (dict(STRICT, sample_shape=[1, 28, 28]), digits),
+        (STRICT, digits.subset(keep)),
+    ]
+
+
+def test_every_failure_names_its_key_and_what_to_set(digits):
+    seen = set()
+    for cfg, ds in broken_each_way(digits):
+        outcome = validate_dataset(ds, ValidateParams(**cfg))
+        message = outcome.failure_message()
+        for r in outcome.failed:
+            seen.add(r.description)
+            assert r.advice and r.advice in message
+            if r.key is None:  # always checked: the advice says what to fix in the data
+                assert "the data" in r.advice
+            else:  # "validate.x is <value> but <what the data holds>: set validate.x=<fits> or ..."
+                assert r.advice.startswith(f"{r.key} is ") and "set validate." in r.advice
+    assert len(seen) == 11  # every expectation the suite can hold has failed once
+    by = {r.description: r.advice for r in validate_dataset(
+        broken_each_way(digits)[0][1], ValidateParams(**broken_each_way(digits)[0][0])).failed}
+    assert by["row_min >= 0"].endswith("set validate.value_min=-5 or null, or fix the data")
+    assert by["duplicate rows <= 1% of samples"] == (
+        "validate.max_duplicate_fraction is 0.01 but 300 of 1797 samples (e.g. row 100 (duplicate_of=0), "
+        "row 101 (duplicate_of=0), row 102 (duplicate_of=0), row 103 (duplicate_of=0), row 104 "
+        "(duplicate_of=0)) (16.7%) repeat an earlier row: remove the duplicates or set "
+        "validate.max_duplicate_fraction=0.167"
+    )
+    present = validate_dataset(digits, ValidateParams(**dict(STRICT, labels=list(range(11))))).failed
+    assert present[0].advice.startswith("validate.labels is [0,1,2,3,4,5,6,7,8,9,10] but the data has no "
+                                        "sample of label(s) '10'")
+    assert present[0].advice.endswith("set validate.labels=[0,1,2,3,4,5,6,7,8,9] or null")
 
 
 def test_table_data_validates(digits):
@@ -169,7 +224,8 @@ def test_on_failure_error_vs_warn(digits):
         check_outcome(outcome, "error", source="data/raw/dataset.npz")
     assert str(err.value) == (
         "data/raw/dataset.npz: data validation failed (1 of 10 expectations): "
-        "no NaN values: 1 of 1797 samples (e.g. row 3 (n_nan=1))"
+        "NaN values in 1 of 1797 samples (e.g. row 3 (n_nan=1)): clean or impute the data "
+        "(always checked: nothing can train on NaN)"
     )
 
 
@@ -190,9 +246,22 @@ def test_json_is_deterministic_and_summary_readable(digits, tmp_path):
     assert data["expectations"][3] == {
         "name": "expect_column_values_to_be_between", "description": "row_max <= 16", "success": False,
         "offending": 1, "unit": "samples", "examples": [{"row": 5, "row_max": 99.0}],
+        "key": "validate.value_max",
+        "advice": "validate.value_max is 16 but 1 of 1797 samples (e.g. row 5 (row_max=99.0)) go above it "
+                  "(the data's maximum is 99): set validate.value_max=99 or null, or fix the data",
     }
+    assert data["expectations"][0]["key"] is None and data["expectations"][0]["advice"] is None
     assert data["settings"]["value_max"] == 16.0
     md = (tmp_path / "a.md").read_text()
     assert md.startswith("# Data validation: FAILED (1 of 10 expectations)")
     assert "| **FAIL** | row_max <= 16 | 1 of 1797 samples | row 5 (row_max=99.0) |" in md
     assert "| pass | no NaN values | 0 of 1797 samples | - |" in md
+    assert "## What to change\n\n- validate.value_max is 16 but" in md
+
+
+def test_missing_labels_are_named_in_order_whatever_the_hash_seed(digits):
+    """GX returns missing values from a set; the examples come from validate.labels, in its order."""
+    two = digits.subset(np.flatnonzero(digits.y < 2))
+    outcome = validate_dataset(two, ValidateParams(**{**STRICT, "labels": list(range(40))}))
+    present = by_description(outcome, "every expected label")
+    assert (present.offending, present.examples) == (38, ["2", "3", "4", "5", "6"])

@@ -61,7 +61,7 @@ def test_induce_imbalance_refuses_bad_arguments():
         induce_imbalance(y, 4, "step", 0.5, seed=0)
     with pytest.raises(UserError, match="outside 0..3"):
         induce_imbalance(y, 4, "step", 2, seed=0, minority=[4])
-    with pytest.raises(UserError, match="only used with the step profile"):
+    with pytest.raises(UserError, match="only used with profile step"):
         induce_imbalance(y, 4, "linear", 2, seed=0, minority=[1])
 
 

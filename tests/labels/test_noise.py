@@ -87,13 +87,13 @@ def test_transition_matrix_and_summary_known_answer():
 
 def test_bad_arguments_are_refused():
     y = labels(10)
-    with pytest.raises(UserError, match="needs a mapping"):
+    with pytest.raises(UserError, match="needs labels.noise.mapping"):
         inject_noise(y, K, "asymmetric", 0.2, seed=0)
     with pytest.raises(UserError, match="outside 0..4"):
         inject_noise(y, K, "asymmetric", 0.2, seed=0, mapping={7: 1})
     with pytest.raises(UserError, match="to itself"):
         inject_noise(y, K, "asymmetric", 0.2, seed=0, mapping={2: 2})
-    with pytest.raises(UserError, match="only used with asymmetric"):
+    with pytest.raises(UserError, match="only used with kind asymmetric"):
         inject_noise(y, K, "symmetric", 0.2, seed=0, mapping={1: 2})
     with pytest.raises(ValueError, match="kind must be one of"):
         inject_noise(y, K, "uniform", 0.2, seed=0)

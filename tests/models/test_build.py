@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from dlrig.errors import UserError
 from dlrig.models import build_model, count_parameters
 from dlrig.params import ModelParams
 
@@ -22,7 +23,7 @@ def test_mlp_depth_and_width_give_the_expected_parameter_count():
 
 
 def test_cnn_refuses_tables():
-    with pytest.raises(ValueError, match="model.name=cnn needs image data"):
+    with pytest.raises(UserError, match="model.name=cnn needs image data"):
         build_model(ModelParams(name="cnn"), [20], n_classes=3)
 
 

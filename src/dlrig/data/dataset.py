@@ -80,18 +80,63 @@ class Dataset:
             save_json(meta_path, self.meta())
 
     @classmethod
-    def load(cls, npz_path: str | Path, meta_path: str | Path) -> Dataset:
+    def load(cls, npz_path: str | Path, meta_path: str | Path, *, allow_nonfinite: bool = False) -> Dataset:
+        """Read a data set written by :meth:`save`; a file that does not hold one is a :class:`UserError`.
+
+        NaN and inf features are refused (naming the file and the count): nothing downstream can train
+        on them, and ``validate.on_failure: warn`` would otherwise let them through. The validate stage,
+        whose job is to report them, passes ``allow_nonfinite=True``.
+        """
         arrays = load_npz(npz_path)
         meta = load_json(meta_path)
+        if not isinstance(meta, dict):
+            raise UserError(f"{meta_path}: expected a JSON object with 'classes' and 'source'")
         try:
-            classes, source = list(meta["classes"]), str(meta["source"])
-        except KeyError as exc:
-            raise UserError(f"{meta_path}: missing key {exc}") from None
+            classes, source = [str(c) for c in meta["classes"]], str(meta["source"])
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{meta_path}: missing or malformed key {exc}; rerun prepare") from None
         extra = {k: v for k, v in meta.items() if k not in _DERIVED_META}
-        return cls(
-            X=arrays["X"], y=arrays["y"], classes=classes, source=source, groups=arrays.get("groups"),
-            extra=extra,
+        X, y, groups = arrays["X"], arrays["y"], arrays.get("groups")
+        _check_arrays(npz_path, meta_path, X, y, groups, len(classes))
+        if not allow_nonfinite:
+            check_finite(X, npz_path)
+        return cls(X=X, y=y, classes=classes, source=source, groups=groups, extra=extra)
+
+
+def _check_arrays(npz_path, meta_path, X: np.ndarray, y: np.ndarray, groups, n_classes: int) -> None:
+    """What ``__post_init__`` asserts, as one line naming the file (a hand-made or stale npz)."""
+    if X.ndim not in (2, 4) or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise UserError(
+            f"{npz_path}: X must be numbers of shape [N, F] or [N, C, H, W] (got {X.dtype} {list(X.shape)})"
         )
+    if y.ndim != 1 or len(y) != len(X) or (len(y) and not np.issubdtype(y.dtype, np.integer)):
+        raise UserError(
+            f"{npz_path}: y must hold one integer label per row of X ({len(X)}; got {y.dtype} "
+            f"{list(y.shape)})"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise UserError(
+            f"{npz_path}: labels run {int(y.min())}..{int(y.max())} but {meta_path} names {n_classes} "
+            f"classes (0..{n_classes - 1}); the two files come from different runs: rerun prepare"
+        )
+    if groups is not None and (groups.ndim != 1 or len(groups) != len(y)):
+        raise UserError(f"{npz_path}: groups has shape {list(groups.shape)} but there are {len(y)} rows")
+
+
+def check_finite(X: np.ndarray, where: str | Path) -> None:
+    """Refuse NaN / inf features with one line: the file, how many values and samples, the key."""
+    if np.isfinite(X).all():
+        return
+    flat = X.reshape(len(X), -1)
+    nan, inf = np.isnan(flat), np.isinf(flat)
+    rows = np.flatnonzero((nan | inf).any(axis=1))
+    n_nan, n_inf = int(nan.sum()), int(inf.sum())
+    kinds = " and ".join(t for t, n in ((f"{n_nan} NaN", n_nan), (f"{n_inf} inf", n_inf)) if n)
+    raise UserError(
+        f"{where}: {kinds} feature value(s) in {len(rows)} of {len(X)} samples (first: row {int(rows[0])}); "
+        "nothing can train on them, and validate.on_failure: warn only let them past validation: "
+        "clean or impute the data"
+    )
 
 
 _DERIVED_META = {

@@ -175,6 +175,11 @@ def load_csv(
         uniques = np.unique(as_text)
         y = np.searchsorted(uniques, as_text)
         classes = [str(v) for v in uniques]
+    if len(classes) < 2:
+        raise UserError(
+            f"{file}: label column {label_column!r} (data.csv.label_column) holds one class "
+            f"({classes[0]!r}) in all {len(df)} rows; classification needs at least 2 classes"
+        )
 
     groups = None
     extra: dict[str, Any] = {
@@ -204,17 +209,32 @@ def load_imagefolder(
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"{root}: directory not found (data.source is imagefolder: one sub-folder per class)")
-    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise UserError(f"{root}: no class folders found (expected one sub-folder of images per class)")
+    class_dirs = _class_dirs(root)
+    if len(class_dirs) < 2:
+        found = f"one class folder ({class_dirs[0]!r})" if class_dirs else "no class folders"
+        raise UserError(
+            f"{root}: {found}; data.source imagefolder needs at least 2 class sub-folders "
+            "(data.path/<class>/<image>), one per class"
+        )
+    empty = [name for name in class_dirs if not _has_image(root / name)]
+    if empty:
+        raise UserError(
+            f"{root}: class folder(s) {empty} hold no images (.png, .jpg, ...); every class sub-folder "
+            "needs at least one"
+        )
+
+    class _VisibleImageFolder(datasets.ImageFolder):
+        """torchvision's ImageFolder, but hidden folders (.ipynb_checkpoints, .git) are no class."""
+
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            names = _class_dirs(Path(directory))
+            return names, {name: i for i, name in enumerate(names)}
+
     try:
-        folder = datasets.ImageFolder(str(root))
-    except FileNotFoundError as exc:
+        folder = _VisibleImageFolder(str(root))
+    except FileNotFoundError as exc:  # kept for other torchvision versions; checked above
         raise UserError(f"{root}: {exc}") from None
     per_class = np.bincount([t for _, t in folder.samples], minlength=len(folder.classes))
-    empty = [name for name, n in zip(folder.classes, per_class, strict=True) if n == 0]
-    if empty:  # torchvision refuses this already; kept for clarity across versions
-        raise UserError(f"{root}: class folder(s) {empty} hold no images")
 
     steps = [transforms.Resize(list(size))]
     if grayscale:
@@ -245,6 +265,17 @@ def load_imagefolder(
             "files_sha256": digest.hexdigest(),  # over every relative path and its content
         },
     )
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _has_image(folder: Path) -> bool:
+    """Whether torchvision's ImageFolder finds at least one image file under ``folder``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return any(p.suffix.lower() in IMG_EXTENSIONS and p.is_file() for p in folder.rglob("*"))
 
 
 # -------------------------------------------------------------------------------------------- mnist
@@ -345,7 +376,9 @@ def load_mnist(path: str | Path) -> Dataset:
             raise UserError(
                 f"{root}: {img_file.name} holds {len(img)} images but {lbl_file.name} holds {len(lbl)} labels"
             )
-        if len(lbl) and lbl.max() > 9:
+        if len(lbl) == 0:
+            raise UserError(f"{lbl_file}: holds no labels (its header says 0 samples)")
+        if lbl.max() > 9:
             raise UserError(f"{lbl_file}: labels must be digits 0..9 (found {int(lbl.max())})")
         images.append(img)
         labels.append(lbl)
@@ -353,13 +386,20 @@ def load_mnist(path: str | Path) -> Dataset:
         rows[name] = [start, start + len(lbl)]
         start += len(lbl)
 
+    y = np.concatenate(labels).astype(np.int64)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise UserError(
+            f"{root}: every label in {[f['name'] for f in files if 'labels' in f['name']]} is "
+            f"{int(present[0])}; classification needs at least 2 classes"
+        )
     X = np.concatenate(images).astype(np.float32)[:, None]
     extra: dict[str, Any] = {"files": files, "value_range": [0, 255], "mnist_train_rows": rows["train"]}
     if "t10k" in rows:
         extra["mnist_official_test_rows"] = rows["t10k"]
     return Dataset(
         X=X,
-        y=np.concatenate(labels).astype(np.int64),
+        y=y,
         classes=[str(k) for k in range(10)],
         source="mnist",
         extra=extra,

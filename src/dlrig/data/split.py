@@ -32,6 +32,11 @@ def _n_duplicates(hashes: np.ndarray) -> int:
 
 
 def _check_splittable(ds: Dataset, test_size: float) -> None:
+    if ds.n_classes < 2:
+        raise UserError(
+            f"split: the data set has {ds.n_classes} class(es) {ds.classes}; classification needs at "
+            "least 2 (check data.path and the label column / class folders)"
+        )
     counts = np.bincount(ds.y, minlength=ds.n_classes)
     small = [(ds.classes[k], int(c)) for k, c in enumerate(counts) if c < 2]
     if small:
@@ -54,6 +59,13 @@ def holdout_split(ds: Dataset, cfg: SplitParams, seed: int) -> tuple[Dataset, Da
     index = np.arange(len(ds.y))
     if ds.groups is not None:
         n_splits = max(2, int(round(1 / cfg.test_size)))
+        n_groups = len(np.unique(ds.groups))
+        if n_groups < n_splits:
+            raise UserError(
+                f"split: split.group_column has {n_groups} distinct value(s), too few for a grouped hold-out "
+                f"of split.test_size={cfg.test_size} (it needs at least {n_splits} groups): use a column "
+                "with more groups, a larger test_size, or set split.group_column=null"
+            )
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         train_idx, test_idx = next(folds.split(ds.X, ds.y, ds.groups))
     else:
@@ -76,11 +88,20 @@ def holdout_split(ds: Dataset, cfg: SplitParams, seed: int) -> tuple[Dataset, Da
         removed = n_across
 
     train, test = ds.subset(train_idx), ds.subset(test_idx)
-    missing = sorted(set(range(ds.n_classes)) - set(np.unique(test.y).tolist()))
-    if missing:
+    for side, part in (("train", train), ("test", test)):
+        missing = sorted(set(range(ds.n_classes)) - set(np.unique(part.y).tolist()))
+        if not missing:
+            continue
+        names = [ds.classes[k] for k in missing]
+        if ds.groups is not None:
+            raise UserError(
+                f"split: the grouped hold-out (split.group_column) leaves the {side} side with no sample of "
+                f"class(es) {names}: each class needs rows in several groups; use another group column or "
+                "set split.group_column=null"
+            )
         raise UserError(
-            f"split: after removing duplicates the test side has no sample of class(es) "
-            f"{[ds.classes[k] for k in missing]}; use split.duplicates=keep or a larger test_size"
+            f"split: after removing duplicates the {side} side has no sample of class(es) {names}; "
+            "use split.duplicates=keep or a larger split.test_size"
         )
     report = {
         "n_train": int(len(train_idx)),

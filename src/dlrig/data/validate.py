@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ class ExpectationResult:
     # A few offenders: {"row": i, <column>: value} for samples, {"label": name, "count": n} for classes,
     # or the missing label names.
     examples: list[Any] = field(default_factory=list)
+    key: str | None = None  # the params key that sets this expectation (None: always checked)
+    # On failure: one clause naming the key, what the data holds and what to set (or fix) instead.
+    advice: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,8 @@ class ExpectationResult:
             "offending": self.offending,
             "unit": self.unit,
             "examples": self.examples,
+            "key": self.key,
+            "advice": self.advice,
         }
 
     def describe_offenders(self, total: int | None = None) -> str:
@@ -105,7 +111,11 @@ class ValidationOutcome:
         """One line: ``data validation failed (2 of 9 expectations): <what>: <count> ...; ...``."""
         if self.success:
             return f"data validation passed ({len(self.results)} expectations)"
-        parts = [f"{r.description}: {r.describe_offenders(self._total(r))}" for r in self.failed]
+        parts: list[str] = []
+        for r in self.failed:
+            text = r.advice or f"{r.description}: {r.describe_offenders(self._total(r))}"
+            if text not in parts:  # n_values and sample shape fail together for one reason
+                parts.append(text)
         head = f"data validation failed ({len(self.failed)} of {len(self.results)} expectations)"
         return f"{head}: " + "; ".join(parts)
 
@@ -133,6 +143,9 @@ class ValidationOutcome:
             examples = ", ".join(_example_text(e) for e in r.examples) or "-"
             verdict = "pass" if r.success else "**FAIL**"
             lines.append(f"| {verdict} | {_md(r.description)} | {count} | {_md(examples)} |")
+        advice = list(dict.fromkeys(r.advice for r in self.failed if r.advice))
+        if advice:
+            lines += ["", "## What to change", ""] + [f"- {_md(a)}" for a in advice]
         lines += ["", "| class | samples |", "|---|---|"]
         lines += [f"| {_md(name)} | {n} |" for name, n in d["class_counts"].items()]
         return "\n".join(lines) + "\n"
@@ -259,6 +272,8 @@ class _Spec:
     description: str
     unit: str
     table: str  # "samples" or "classes"
+    kind: str  # which advice to give on failure (see _advice)
+    key: str | None  # the params key that sets it
 
 
 def _specs(ds: Dataset, cfg: ValidateParams, expected_labels: list[str] | None) -> list[_Spec]:
@@ -268,42 +283,112 @@ def _specs(ds: Dataset, cfg: ValidateParams, expected_labels: list[str] | None) 
     n_values = int(np.prod(cfg.sample_shape)) if cfg.sample_shape is not None else int(np.prod(shape_now))
     specs = [
         _Spec(gxe.ExpectColumnValuesToBeBetween(column="n_nan", min_value=0, max_value=0),
-              "no NaN values", "samples", "samples"),
+              "no NaN values", "samples", "samples", "nan", None),
         _Spec(gxe.ExpectColumnValuesToBeBetween(column="n_inf", min_value=0, max_value=0),
-              "no inf values", "samples", "samples"),
+              "no inf values", "samples", "samples", "inf", None),
     ]
     if cfg.value_min is not None:
         specs.append(_Spec(gxe.ExpectColumnValuesToBeBetween(column="row_min", min_value=cfg.value_min),
-                           f"row_min >= {_fmt(cfg.value_min)}", "samples", "samples"))
+                           f"row_min >= {_fmt(cfg.value_min)}", "samples", "samples", "min",
+                           "validate.value_min"))
     if cfg.value_max is not None:
         specs.append(_Spec(gxe.ExpectColumnValuesToBeBetween(column="row_max", max_value=cfg.value_max),
-                           f"row_max <= {_fmt(cfg.value_max)}", "samples", "samples"))
+                           f"row_max <= {_fmt(cfg.value_max)}", "samples", "samples", "max",
+                           "validate.value_max"))
     if expected_labels is not None:
         specs += [
             _Spec(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=expected_labels),
-                  f"label in {{{', '.join(expected_labels)}}}", "samples", "samples"),
+                  f"label in {{{', '.join(expected_labels)}}}", "samples", "samples", "label_in",
+                  "validate.labels"),
             _Spec(gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=expected_labels),
-                  "every expected label present", "missing labels", "samples"),
+                  "every expected label present", "missing labels", "samples", "label_present",
+                  "validate.labels"),
         ]
     else:
         specs.append(_Spec(gxe.ExpectColumnValuesToBeInSet(column="y", value_set=list(range(ds.n_classes))),
-                           f"label code in 0..{ds.n_classes - 1}", "samples", "samples"))
+                           f"label code in 0..{ds.n_classes - 1}", "samples", "samples", "code", None))
     specs.append(_Spec(gxe.ExpectColumnValuesToBeBetween(column="n_values", min_value=n_values,
                                                          max_value=n_values),
-                       f"n_values == {n_values}", "samples", "samples"))
+                       f"n_values == {n_values}", "samples", "samples", "shape", "validate.sample_shape"))
     if cfg.sample_shape is not None:
         want = _shape_text(cfg.sample_shape)
         specs.append(_Spec(gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[want]),
-                           f"sample shape == {want}", "samples", "samples"))
+                           f"sample shape == {want}", "samples", "samples", "shape", "validate.sample_shape"))
     # Rows identical to an earlier row; the count is always reported, it fails only past the fraction.
     # (A hair of slack so that exactly max_duplicate_fraction passes despite float rounding.)
     mostly = min(1.0, max(0.0, 1.0 - cfg.max_duplicate_fraction - 1e-12))
     specs.append(_Spec(gxe.ExpectColumnValuesToBeBetween(column="duplicate_of", max_value=-1, mostly=mostly),
                        f"duplicate rows <= {cfg.max_duplicate_fraction * 100:g}% of samples",
-                       "samples", "samples"))
+                       "samples", "samples", "duplicates", "validate.max_duplicate_fraction"))
     specs.append(_Spec(gxe.ExpectColumnValuesToBeBetween(column="count", min_value=cfg.min_per_class),
-                       f"samples per class >= {cfg.min_per_class}", "classes", "classes"))
+                       f"samples per class >= {cfg.min_per_class}", "classes", "classes", "per_class",
+                       "validate.min_per_class"))
     return specs
+
+
+def _cli_list(values: list[Any]) -> str:
+    """``[1, 28, 28]`` as ``dvc exp run -S`` takes it: ``[1,28,28]``."""
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def _labels_value(names: list[str]) -> str:
+    """What to set validate.labels to for these class names (it holds integers only; else null)."""
+    try:
+        ints = sorted(int(n) for n in names)
+    except ValueError:
+        return "null"
+    return _cli_list(ints) if [str(i) for i in ints] == sorted(names, key=int) else "null"
+
+
+def _advice(
+    kind: str, r: ExpectationResult, d: dict[str, Any], cfg: ValidateParams, total: int | None
+) -> str:
+    """One clause for a failed expectation: the key, what the data holds, and what to set instead."""
+    offenders = r.describe_offenders(total)
+    if kind in ("nan", "inf"):
+        what = "NaN" if kind == "nan" else "inf"
+        return (f"{what} values in {offenders}: clean or impute the data (always checked: nothing can "
+                f"train on {what})")
+    if kind == "min":
+        low = d["value_min"] if d["value_min"] is not None else cfg.value_min
+        return (f"validate.value_min is {_fmt(cfg.value_min)} but {offenders} go below it (the data's "
+                f"minimum is {_fmt(low)}): set validate.value_min={_fmt(low)} or null, or fix the data")
+    if kind == "max":
+        high = d["value_max"] if d["value_max"] is not None else cfg.value_max
+        return (f"validate.value_max is {_fmt(cfg.value_max)} but {offenders} go above it (the data's "
+                f"maximum is {_fmt(high)}): set validate.value_max={_fmt(high)} or null, or fix the data")
+    present = [name for name, n in d["class_counts"].items() if n > 0]
+    fits = _labels_value(present)
+    set_labels = (f"set validate.labels={fits} or null" if fits != "null"
+                  else "set validate.labels=null (it lists integer labels only)")
+    if kind == "label_in":
+        return (f"validate.labels is {_cli_list(cfg.labels)} but {offenders} have another label (the data's "
+                f"labels are {present}): {set_labels}")
+    if kind == "label_present":
+        more = ", ..." if r.offending > len(r.examples) else ""
+        missing = ", ".join(repr(e) for e in r.examples) + more
+        return (f"validate.labels is {_cli_list(cfg.labels)} but the data has no sample of label(s) "
+                f"{missing} (the data's labels are {present}): {set_labels}")
+    if kind == "code":
+        return (f"{offenders} have a label code outside 0..{d['n_classes'] - 1}: the data file does not "
+                "match its meta.json; rerun prepare")
+    if kind == "shape":
+        have = d["sample_shape"]
+        return (f"validate.sample_shape is {_cli_list(cfg.sample_shape or [])} but the data's samples are "
+                f"{_cli_list(have)}: set validate.sample_shape={_cli_list(have)} or null")
+    if kind == "duplicates":
+        share = r.offending / max(int(d["n_samples"]), 1)
+        enough = min(1.0, math.ceil(share * 1000) / 1000)
+        return (f"validate.max_duplicate_fraction is {cfg.max_duplicate_fraction:g} but {offenders} "
+                f"({share * 100:.3g}%) repeat an earlier row: remove the duplicates or set "
+                f"validate.max_duplicate_fraction={enough:g}")
+    if kind == "per_class":
+        smallest = min(d["class_counts"].values())
+        fix = (f"set validate.min_per_class={smallest}" if smallest > 0
+               else "set validate.labels without the label(s) the data lacks")
+        return (f"validate.min_per_class is {cfg.min_per_class} but {offenders} have fewer samples: "
+                f"collect more data, drop the class, or {fix}")
+    raise AssertionError(f"no advice for {kind!r}")  # pragma: no cover
 
 
 def _run_suite(context, gx, name: str, df, specs: list[_Spec], index_column: str) -> list[dict[str, Any]]:
@@ -340,6 +425,7 @@ def _to_result(spec: _Spec, payload: dict[str, Any], index_column: str) -> Expec
     column = spec.expectation.column
     if "missing_count" in res and "unexpected_count" not in res:  # distinct values contain set
         offending = int(res["missing_count"])
+        # (validate_dataset replaces these with a deterministic choice)
         examples = [_plain(v) for v in res.get("partial_missing_list", [])][:N_EXAMPLES]
     else:
         offending = int(res.get("unexpected_count", 0))
@@ -386,9 +472,19 @@ def validate_dataset(ds: Dataset, cfg: ValidateParams) -> ValidationOutcome:
         "n_duplicate_rows": int(dup.sum()),
         "n_duplicate_rows_conflicting_labels": conflicting,
     }
-    return ValidationOutcome(
+    outcome = ValidationOutcome(
         success=all(r.success for r in results),
         results=results,
         dataset=dataset,
         settings=cfg.model_dump(mode="json"),
     )
+    for spec, r in zip(specs, results, strict=True):
+        r.key = spec.key
+        if spec.kind == "label_present":
+            # GX picks its (at most 20) missing values out of a set, so which ones varies from run to run
+            # with more than 20; the class table gives them in validate.labels order, every time.
+            counts = dict(zip(classes["label"], classes["count"].tolist(), strict=True))
+            r.examples = [e for e in expected or [] if counts.get(e, 0) == 0][:N_EXAMPLES]
+        if not r.success:
+            r.advice = _advice(spec.kind, r, dataset, cfg, outcome._total(r))
+    return outcome

@@ -64,7 +64,7 @@ def target_counts(
     if ratio < 1:
         raise ValueError(f"ratio (n_max / n_min) must be >= 1 (got {ratio})")
     if minority is not None and profile != "step":
-        raise UserError(f"minority classes are only used with the step profile (got profile {profile!r})")
+        raise UserError(f"labels.imbalance.minority is only used with profile step (got profile {profile!r})")
     n_max = float(counts.max())
     position = np.arange(k) / max(k - 1, 1)
     if profile == "step":
@@ -72,7 +72,7 @@ def target_counts(
             minority = list(range(k // 2, k))
         bad = [c for c in minority if not 0 <= int(c) < k]
         if bad:
-            raise UserError(f"minority classes {bad} are outside 0..{k - 1}")
+            raise UserError(f"labels.imbalance.minority: classes {bad} are outside 0..{k - 1}")
         wanted = np.full(k, n_max)
         wanted[np.asarray(minority, dtype=np.int64)] = n_max / ratio
     elif profile == "linear":

@@ -51,14 +51,14 @@ def _target_classes(
     if kind == "pairflip":
         return (y + 1) % n_classes, np.ones(len(y), bool)
     if not mapping:
-        raise UserError("asymmetric label noise needs a mapping of classes, e.g. {7: 1, 3: 8}")
+        raise UserError("labels.noise.kind=asymmetric needs labels.noise.mapping, e.g. {7: 1, 3: 8}")
     table = np.arange(n_classes)
     for src, dst in mapping.items():
         src, dst = int(src), int(dst)
         if not (0 <= src < n_classes and 0 <= dst < n_classes):
-            raise UserError(f"asymmetric noise mapping {src}->{dst} names a class outside 0..{n_classes - 1}")
+            raise UserError(f"labels.noise.mapping {src}->{dst} names a class outside 0..{n_classes - 1}")
         if src == dst:
-            raise UserError(f"asymmetric noise mapping {src}->{dst} maps a class to itself")
+            raise UserError(f"labels.noise.mapping {src}->{dst} maps a class to itself")
         table[src] = dst
     return table[y], table[y] != y
 
@@ -82,7 +82,7 @@ def inject_noise(
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must be in [0, 1] (got {rate})")
     if mapping is not None and kind != "asymmetric":
-        raise UserError(f"a class mapping is only used with asymmetric noise (got kind {kind!r})")
+        raise UserError(f"labels.noise.mapping is only used with kind asymmetric (got kind {kind!r})")
     rng = np.random.default_rng(seed)
     # Both draws are made whatever the kind, so the rows that flip depend on the seed alone.
     draw = rng.random(len(y))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dlrig.errors import UserError
 from dlrig.params import ModelParams
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -89,7 +90,7 @@ def build_model(cfg: ModelParams, sample_shape: Sequence[int], n_classes: int) -
     sample_shape = list(sample_shape)
     if cfg.name == "cnn":
         if len(sample_shape) != 3:
-            raise ValueError(
+            raise UserError(
                 f"model.name=cnn needs image data [C, H, W]; this data set has samples of shape "
                 f"{sample_shape} (use model.name=mlp for tables)"
             )

@@ -5,16 +5,19 @@ Only tensors and plain Python values go in: the file loads with ``torch.load(wei
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from pydantic import ValidationError
 from torch import nn
 
 import dlrig
 from dlrig.errors import UserError
 from dlrig.io import load_checkpoint, save_checkpoint
 from dlrig.models import build_model
-from dlrig.params import FitConfig
+from dlrig.params import FitConfig, format_validation_error
 
 
 def save_model(
@@ -42,13 +45,99 @@ def save_model(
     )
 
 
-def load_model(path: str | Path) -> tuple[nn.Sequential, dict[str, Any]]:
-    """Rebuild the network from the checkpoint's own config and load its weights (eval mode)."""
+def load_model(
+    path: str | Path,
+    *,
+    sample_shape: Sequence[int] | None = None,
+    classes: Sequence[str] | None = None,
+    data: str | Path | None = None,
+) -> tuple[nn.Sequential, dict[str, Any]]:
+    """Rebuild the network from the checkpoint's own config and load its weights (eval mode).
+
+    Every way the file can fail to fit is one :class:`UserError` naming it: not a dlrig checkpoint, a
+    config this version cannot read, weights of another architecture (:func:`check_state_dict`), or --
+    when the caller passes the data's ``sample_shape`` / ``classes`` (``data`` names that file) -- a
+    model trained on other samples or classes.
+    """
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "dlrig-checkpoint/1":
         raise UserError(f"{path}: not a dlrig checkpoint (no 'format: dlrig-checkpoint/1')")
-    config = FitConfig.model_validate(ckpt["config"])
+    missing = [k for k in ("config", "state_dict", "sample_shape", "classes") if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: a damaged dlrig checkpoint (no {', '.join(missing)}); rerun train")
+    check_data(path, ckpt, sample_shape, classes, data)
+    try:
+        config = FitConfig.model_validate(ckpt["config"])
+    except ValidationError as exc:
+        first = format_validation_error(exc, source="config").splitlines()[0]
+        raise UserError(
+            f"{path}: its {first} (written by dlrig {ckpt.get('dlrig_version', '?')}, read by "
+            f"{dlrig.__version__}); rerun train"
+        ) from None
     model = build_model(config.model, ckpt["sample_shape"], len(ckpt["classes"]))
+    check_state_dict(path, model, ckpt["state_dict"], config)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt
+
+
+def check_data(
+    path: str | Path,
+    ckpt: dict[str, Any],
+    sample_shape: Sequence[int] | None,
+    classes: Sequence[str] | None,
+    data: str | Path | None = None,
+) -> None:
+    """Refuse a model trained on samples of another shape, or on other classes, than the data given."""
+    where = data or "the data"
+    trained_shape, trained_classes = list(ckpt["sample_shape"]), [str(c) for c in ckpt["classes"]]
+    if sample_shape is not None and list(sample_shape) != trained_shape:
+        raise UserError(
+            f"{path}: trained on samples of shape {trained_shape}, but {where} has samples of shape "
+            f"{list(sample_shape)}; rerun train on this data"
+        )
+    if classes is not None and list(classes) != trained_classes:
+        if len(classes) != len(trained_classes):
+            detail = f"{len(trained_classes)} classes, but {where} has {len(classes)}"
+        else:
+            detail = f"classes {trained_classes}, but {where} has {list(classes)}"
+        raise UserError(f"{path}: trained on {detail}; rerun train on this data")
+
+
+def _architecture(config: FitConfig) -> str:
+    m = config.model
+    text = f"model.name={m.name}, model.hidden={m.hidden}, model.depth={m.depth}"
+    return text + (f", model.channels={list(m.channels)}" if m.name == "cnn" else "")
+
+
+def check_state_dict(
+    path: str | Path, model: nn.Module, state: Any, config: FitConfig | None = None
+) -> None:
+    """Refuse weights that do not fit ``model`` with one line naming the first layer that differs.
+
+    ``load_state_dict`` would raise a multi-line RuntimeError listing every mismatch; the first one is
+    enough to tell that the weights come from another architecture (or another dlrig version).
+    """
+    arch = f" ({_architecture(config)})" if config is not None else ""
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: the checkpoint's state_dict is not a mapping of tensors; rerun train")
+    expected = model.state_dict()
+    extra = [k for k in state if k not in expected]
+    for key, tensor in expected.items():
+        if key not in state:
+            instead = f", which holds {extra[0]!r} instead" if extra else ""
+            raise UserError(
+                f"{path}: layer {key!r} of its config{arch} is missing from the checkpoint{instead}; "
+                "the weights come from another architecture: rerun train"
+            )
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{path}: layer {key!r} has shape {list(state[key].shape)} in the checkpoint but "
+                f"{list(tensor.shape)} in its config{arch}; the weights come from another architecture: "
+                "rerun train"
+            )
+    if extra:
+        raise UserError(
+            f"{path}: the checkpoint holds layer {extra[0]!r}, which its config{arch} does not build "
+            f"({len(extra)} such tensor(s)); the weights come from another architecture: rerun train"
+        )
