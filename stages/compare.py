@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 import torch
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.evaluate.baselines import compare_with_baselines
 from dlrig.evaluate.compare import markdown_table
 from dlrig.io import load_json, save_json, save_text
 from dlrig.params import FitConfig, load_params
+from dlrig.stage import run_stage
 from dlrig.train.checkpoint import load_model
 
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(params.compute.torch_threads)
     train, test = Dataset.load(args.train, args.meta), Dataset.load(args.test, args.meta)
     folds = load_json(args.folds)
-    model, ckpt = load_model(args.model)
+    model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
     tuned = FitConfig.model_validate(ckpt["config"])
     print(f"compare: tuned model vs {sorted(params.compare.baselines) or 'no baselines'}")
     result = compare_with_baselines(params, train, test, folds, tuned, model)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
 from dlrig.io import load_npz, save_json
@@ -21,6 +20,7 @@ from dlrig.labels.detect import detection_scores, find_label_issues
 from dlrig.params import load_params
 from dlrig.select.nested import derive_seed, make_folds
 from dlrig.select.scorers import TorchScorer
+from dlrig.stage import run_stage
 
 
 def check_detect_folds(train: Dataset, n_splits: int, path: str) -> None:

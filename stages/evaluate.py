@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
 from dlrig.evaluate.holdout import calibration, holdout_metrics, precision_recall
 from dlrig.evaluate.metrics import write_plot_data
 from dlrig.io import load_json, load_npz, save_json
 from dlrig.params import load_params
+from dlrig.stage import run_stage
 from dlrig.train import predict_proba
 from dlrig.train.checkpoint import load_model
 
@@ -60,12 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     torch.set_num_threads(params.compute.torch_threads)
     test = Dataset.load(args.test, args.meta)
-    model, ckpt = load_model(args.model)
-    if list(ckpt["sample_shape"]) != test.sample_shape or list(ckpt["classes"]) != test.classes:
-        raise UserError(
-            f"{args.model}: trained on samples {ckpt['sample_shape']} with classes {ckpt['classes']}, "
-            f"but {args.test} has {test.sample_shape} and {test.classes}; rerun train"
-        )
+    model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
     cv = load_json(args.cv)
     proba = predict_proba(model, test.X)
     metrics = holdout_metrics(test.y, proba, test.classes, seed=params.seed)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.io import save_json, save_npz
 from dlrig.labels.corrupt import check_fold_sizes, corrupt_training_labels
 from dlrig.params import load_params
+from dlrig.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from dlrig.cli import run_stage
 from dlrig.data.sources import load_source
 from dlrig.params import load_params
+from dlrig.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

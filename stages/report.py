@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from dlrig.cli import run_stage
 from dlrig.params import load_params
 from dlrig.report.html import build_report
+from dlrig.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

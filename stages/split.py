@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.data.split import holdout_split
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_json
 from dlrig.params import load_params
+from dlrig.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

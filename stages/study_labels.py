@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.io import save_json, save_text
 from dlrig.labels.study import markdown, run_study
 from dlrig.params import load_params
+from dlrig.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,12 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.data.validate import check_outcome, validate_dataset
 from dlrig.errors import UserError
 from dlrig.io import immediate, save_json, save_text
 from dlrig.params import load_params
+from dlrig.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ds = Dataset.load(args.data, args.meta, allow_nonfinite=True)  # reporting them is our job
     outcome = validate_dataset(ds, params.validate_)
     # The report is the point of this stage, and most of all when it refuses the data: written at once,
-    # not held back with the stage's output set (dlrig.cli.run_stage) until a success that never comes.
+    # not held back with the stage's output set (dlrig.stage.run_stage) until a success that never comes.
     with immediate():
         save_json(args.out, outcome.to_json())
         save_text(args.summary, outcome.summary_markdown())

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dlrig.cli import main, run_stage
+from dlrig.cli import main
 from dlrig.errors import UserError
 from dlrig.io import save_json
+from dlrig.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_ctrl_c_in_a_real_process_prints_one_line(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text(
         "import sys, time\n"
-        "from dlrig.cli import run_stage\n"
+        "from dlrig.stage import run_stage\n"
         "from dlrig.io import save_json\n"
         "def main(argv):\n"
         f"    save_json({str(tmp_path / 'out.json')!r}, {{'x': 1}})\n"

@@ -37,13 +37,13 @@ def test_committed_params_yaml_is_valid_and_complete():
     [
         ({"optim": {"lr": -1}}, "params.yaml: optim.lr must be > 0 (got -1)"),
         ({"optim": {"lr": "fast"}}, "params.yaml: optim.lr must be a number (got 'fast')"),
-        ({"model": {"hiden": 3}}, "params.yaml: model.hiden is not a known key"),
+        ({"model": {"hiden": 3}}, "params.yaml: model.hiden is not a key of model.name=mlp (mlp keys: "),
         ({"modle": {}}, "params.yaml: modle is not a known key"),
         ({"train": {"epochs": 2.5}}, "params.yaml: train.epochs must be an integer (got 2.5)"),
         ({"train": {"epochs": 0}}, "params.yaml: train.epochs must be >= 1 (got 0)"),
         ({"optim": {"nesterov": "yes"}}, "params.yaml: optim.nesterov must be true or false (got 'yes')"),
         ({"model": {"dropout": 1.0}}, "params.yaml: model.dropout must be < 1 (got 1.0)"),
-        ({"model": {"kernel_size": 4}}, "params.yaml: model.kernel_size must be odd (got 4)"),
+        ({"model": {"name": "cnn", "kernel_size": 4}}, "params.yaml: model.kernel_size must be odd (got 4)"),
         ({"split": {"duplicates": "drop"}}, "params.yaml: split.duplicates must be one of 'remove', 'refuse' or 'keep' (got 'drop')"),
         ({"validate": {"value_min": 5, "value_max": 1}}, "params.yaml: validate.value_min must be <= value_max"),
         ({"optim": {"name": "sgd", "nesterov": True, "momentum": 0}}, "params.yaml: optim.nesterov needs momentum > 0"),
@@ -145,3 +145,17 @@ def test_check_params_exits_non_zero_on_an_empty_file(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: params.yaml: is empty")
+
+
+def test_a_key_of_another_model_family_names_the_family_s_keys():
+    """`dvc exp run -S model.channels=[8]` with model.name: mlp."""
+    with pytest.raises(UserError) as err:
+        parse_params({"model": {"name": "mlp", "channels": [8]}})
+    assert str(err.value) == ("params.yaml: model.channels is not a key of model.name=mlp "
+                              "(mlp keys: name, activation, dropout, norm, init, hidden, depth)")
+    with pytest.raises(UserError, match=r"model.name must be one of \['cnn', 'mlp'\] \(got 'rnn'\)"):
+        parse_params({"model": {"name": "rnn"}})
+    with pytest.raises(UserError, match="search.space.model.kernel_size: model.kernel_size is not a key"):
+        parse_params({"search": {"space": {"model.kernel_size": [3, 5]}}})
+    cnn = parse_params({"model": {"name": "cnn"}, "search": {"space": {"model.kernel_size": [3, 5]}}})
+    assert cnn.model.kernel_size == 3

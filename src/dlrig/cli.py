@@ -1,35 +1,17 @@
 """Command-line doors: the ``dlrig`` console script and the error handling every stage shares.
 
-A :class:`~dlrig.errors.UserError` is printed as one line (``error: ...``) with exit status 2 and no
-traceback; Ctrl-C prints one line and exits 130 (outputs are written atomically, so nothing is half
-written); any other exception is a bug and keeps its traceback.
+Each command runs through :func:`dlrig.stage.run_stage`, as the stages do: a user error is one line and
+exit status 2, Ctrl-C one line and 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dlrig.errors import UserError
-
-
-def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
-    """Call a stage's ``main`` and turn user errors into one clean line and exit status 2."""
-    from dlrig.io import output_set
-
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    try:
-        with output_set():  # all of the stage's outputs appear together, or none of them
-            main(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: no output was changed by the unfinished step; rerun to resume "
-              "(finished fits are cached)", file=sys.stderr)
-        sys.exit(130)
+from dlrig.stage import run_stage
 
 
 def _check_params(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """Reading and writing results: atomic (temp file, then rename), so a crash never leaves half a file.
 
 A stage's outputs are also written as a set: inside :func:`output_set` (every stage runs in one, see
-``dlrig.cli.run_stage``) each file goes to a temp file beside its target, and all are renamed into place
+``dlrig.stage.run_stage``) each file goes to a temp file beside its target, and all are renamed into place
 only when the stage finishes. A crash, a Ctrl-C or an error leaves the old set of outputs, never a mix of
 old and new (a fresh ``reports/cv/`` beside a stale ``models/model.pt``).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from dlrig.errors import UserError
 
@@ -133,24 +133,59 @@ class SplitParams(Section):
 
 
 # -------------------------------------------------------------------------------------------- model
-class ModelParams(Section):
-    name: Literal["mlp", "cnn"] = "mlp"
-    hidden: PosInt = 256
-    depth: PosInt = 2
-    channels: list[PosInt] = Field(default_factory=lambda: [16, 32], min_length=1)
-    kernel_size: PosInt = 3
-    activation: Literal["relu", "gelu", "tanh", "leaky_relu", "elu", "silu", "sigmoid"] = "relu"
+# One params class per model family, chosen by ``model.name`` (a discriminated union): a key the chosen
+# family does not have is refused with a line naming the family's keys. Adding a family = its builder
+# module in ``dlrig.models`` + its class here + its tests.
+Activation = Literal["relu", "gelu", "tanh", "leaky_relu", "elu", "silu", "sigmoid"]
+Init = Literal[
+    "default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal"
+]
+
+
+class ModelBase(Section):
+    """Keys every family has."""
+
+    name: str  # each family narrows it to its own literal (the union's tag); declared here to come first
+    activation: Activation = "relu"
     dropout: Fraction = 0.1
     norm: Literal["none", "batch", "layer"] = "none"
-    init: Literal[
-        "default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal"
-    ] = "default"
+    init: Init = "default"
+
+
+class MlpParams(ModelBase):
+    name: Literal["mlp"] = "mlp"
+    hidden: PosInt = 256
+    depth: PosInt = 2
+
+
+class CnnParams(ModelBase):
+    name: Literal["cnn"] = "cnn"
+    hidden: PosInt = 256  # width of the dense head
+    depth: PosInt = 2  # dense layers after the conv blocks, the output layer included
+    channels: list[PosInt] = Field(default_factory=lambda: [16, 32], min_length=1)
+    kernel_size: PosInt = 3
 
     @model_validator(mode="after")
-    def _odd_kernel(self) -> ModelParams:
+    def _odd_kernel(self) -> CnnParams:
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (got {self.kernel_size})")
         return self
+
+
+MODEL_FAMILIES: dict[str, type[ModelBase]] = {"mlp": MlpParams, "cnn": CnnParams}
+ModelParams = Annotated[MlpParams | CnnParams, Field(discriminator="name")]
+
+
+def family_keys(name: str) -> list[str]:
+    """The keys of one family, ``name`` first (for error messages and the docs)."""
+    return ["name", *(k for k in MODEL_FAMILIES[name].model_fields if k != "name")]
+
+
+def _default_family(value: Any) -> Any:
+    """A model section without ``name`` is an mlp (the discriminated union needs the tag to pick)."""
+    if isinstance(value, dict) and "name" not in value:
+        return {"name": "mlp", **value}
+    return value
 
 
 # -------------------------------------------------------------------------------------------- optim
@@ -281,10 +316,12 @@ class SearchParams(Section):
 class FitConfig(Section):
     """Everything one training run depends on: what a search varies and a checkpoint records."""
 
-    model: ModelParams = Field(default_factory=ModelParams)
+    model: ModelParams = Field(default_factory=MlpParams)
     optim: OptimParams = Field(default_factory=OptimParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     train: TrainParams = Field(default_factory=TrainParams)
+
+    _model_name = field_validator("model", mode="before")(_default_family)
 
     def with_overrides(self, overrides: dict[str, Any]) -> FitConfig:
         """A validated copy with dotted keys replaced, e.g. ``{"optim.lr": 0.01, "model.hidden": 64}``."""
@@ -294,9 +331,17 @@ class FitConfig(Section):
             *parents, leaf = dotted.split(".")
             for key in parents:
                 node = node.get(key) if isinstance(node, dict) else None
-            if not isinstance(node, dict) or leaf not in node:
+            family_key = parents == ["model"] and any(leaf in c.model_fields for c in MODEL_FAMILIES.values())
+            if not isinstance(node, dict) or (leaf not in node and not family_key):
                 raise UserError(f"{dotted}: not a key of the training config (model/optim/schedule/train)")
             node[leaf] = value
+        family = raw["model"].get("name")
+        if family != self.model.name and family in MODEL_FAMILIES:
+            # Another family: keep the keys it shares with this one (activation, dropout, hidden, ...) and
+            # the ones named in the overrides; drop the rest (an mlp has no channels), defaults fill in.
+            named = {k.split(".", 1)[1] for k in overrides if k.startswith("model.")}
+            allowed = set(MODEL_FAMILIES[family].model_fields) | named
+            raw["model"] = {k: v for k, v in raw["model"].items() if k in allowed}
         try:
             return FitConfig.model_validate(raw)
         except ValidationError as exc:
@@ -352,7 +397,7 @@ class Params(Section):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
     labels: LabelsParams = Field(default_factory=LabelsParams)
-    model: ModelParams = Field(default_factory=ModelParams)
+    model: ModelParams = Field(default_factory=MlpParams)
     optim: OptimParams = Field(default_factory=OptimParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     train: TrainParams = Field(default_factory=TrainParams)
@@ -364,6 +409,8 @@ class Params(Section):
     report: ReportParams = Field(default_factory=ReportParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    _model_name = field_validator("model", mode="before")(_default_family)
 
     def fit_config(self) -> FitConfig:
         return FitConfig(model=self.model, optim=self.optim, schedule=self.schedule, train=self.train)
@@ -445,6 +492,21 @@ def format_validation_error(exc: ValidationError, source: str = "params.yaml") -
                 e is not err and tuple(e["loc"][: len(loc)]) == prefix for e in errors
             ):
                 continue
+        if err["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            line = (f"{source}: {'.'.join([*loc, 'name'])} must be one of {sorted(MODEL_FAMILIES)}"
+                    f" (got {err.get('ctx', {}).get('tag')!r})")
+            if line not in lines:
+                lines.append(line)
+            continue
+        if len(loc) >= 2 and loc[-2] in MODEL_FAMILIES and (loc[:1] == ["model"] or loc[-3:-2] == ["model"]):
+            family = loc[-2]
+            loc = [p for i, p in enumerate(loc) if not (i == len(loc) - 2)]
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{source}: {'.'.join(loc)} is not a key of model.name={family} "
+                             f"({family} keys: {', '.join(family_keys(family))})")
+                continue
+        elif len(loc) == 2 and loc[0] == "model" and loc[1] in MODEL_FAMILIES:
+            loc = ["model"]  # a cross-field check of the family (kernel_size must be odd)
         key = ".".join(loc).replace("validate_", "validate")
         if loc[:2] == ["search", "space"] and err["type"] == "model_type":
             lines.append(

@@ -1,7 +1,7 @@
 """Bad input that used to get through: each stage refuses it with one line naming the key or file and what
 is allowed, exit status 2, no traceback, and no output written or changed -- before any long work.
 
-Each test writes a tiny bad file in tmp_path and runs the stage's ``main`` through ``dlrig.cli.run_stage``
+Each test writes a tiny bad file in tmp_path and runs the stage's ``main`` through ``dlrig.stage.run_stage``
 (one runs the script in a subprocess, to see what a user sees).
 """
 
@@ -17,10 +17,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.models import build_model
 from dlrig.params import FitConfig, Params, dump_params
+from dlrig.stage import run_stage
 from dlrig.train.checkpoint import save_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +195,7 @@ def evaluate_setup(tmp: Path, weights_of: dict, config_says: dict, shape=(6,)) -
          "the checkpoint holds layer '3.weight', which its config (model.name=mlp, model.hidden=256, "
          "model.depth=2) does not build (4 such tensor(s))"),
         ({"model.name": "mlp"}, {"model.name": "cnn", "model.channels": [4]}, (1, 4, 4),
-         "layer '1.weight' of its config (model.name=cnn, model.hidden=256, model.depth=2, model.channels=[4]) "
+         "layer '1.weight' of its config (model.name=cnn, model.hidden=256, model.depth=2, model.channels=[4], model.kernel_size=3) "
          "is missing from the checkpoint, which holds '2.weight' instead"),
     ],
 )

@@ -17,7 +17,7 @@ import dlrig
 from dlrig.errors import UserError
 from dlrig.io import load_checkpoint, save_checkpoint
 from dlrig.models import build_model
-from dlrig.params import FitConfig, format_validation_error
+from dlrig.params import FitConfig, ModelBase, format_validation_error
 
 
 def save_model(
@@ -105,9 +105,9 @@ def check_data(
 
 
 def _architecture(config: FitConfig) -> str:
-    m = config.model
-    text = f"model.name={m.name}, model.hidden={m.hidden}, model.depth={m.depth}"
-    return text + (f", model.channels={list(m.channels)}" if m.name == "cnn" else "")
+    """The family and its own shape keys (``model.name=mlp, model.hidden=64, model.depth=2``)."""
+    shared = set(ModelBase.model_fields) - {"name"}
+    return ", ".join(f"model.{k}={v}" for k, v in config.model.model_dump().items() if k not in shared)
 
 
 def check_state_dict(
