@@ -19,15 +19,17 @@ from pathlib import Path
 
 import torch
 
-from dlrig.cli import run_stage
 from dlrig.data.dataset import Dataset
 from dlrig.io import adopt_tree, save_json
 from dlrig.models import count_parameters
 from dlrig.params import load_params
 from dlrig.select.analysis import analyze_search, optimism_summary
 from dlrig.select.run import select_config
+from dlrig.stage import run_stage
 from dlrig.train import fit
+from dlrig.train.callbacks import DVCLiveLogger
 from dlrig.train.checkpoint import save_model
+from dlrig.train.fit import failure_reason
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,14 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     live_dir = tempfile.mkdtemp(prefix=".live-", dir=Path(args.logdir).parent)
     try:
         with Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            def log_epoch(record: dict[str, float]) -> None:
-                for key, value in record.items():
-                    if key != "epoch":
-                        live.log_metric(key.replace("_", "/", 1), value)
-                live.next_step()
-
             result = fit(train.X, train.y, train.n_classes, config, params.seed,
-                         device=params.compute.device, on_epoch=log_epoch)
+                         device=params.compute.device, callbacks=[DVCLiveLogger(live)])
         adopt_tree(live_dir, args.logdir)
     finally:
         shutil.rmtree(live_dir, ignore_errors=True)
@@ -118,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"({params.compute.cache_dir or 'no cache'})")
     for warning in analysis.get("warnings", []):
         print(f"  note: {warning}")
+    refit_failed = failure_reason(result, train.n_classes)
+    if refit_failed:
+        print(f"  note: the final refit {refit_failed}; with early stopping off the saved model is unusable")
 
 
 if __name__ == "__main__":

@@ -75,3 +75,16 @@ def test_dropout_winning_everywhere_brings_the_edge_warning_back():
     assert w.startswith("model.dropout: the best value 0.2 is the top of its range [0, 0.2]")
     assert w.endswith("widen the range upward")  # delicate now: no "matters little"
     assert f"<li>{escape(w)}</li>" in html
+
+
+def test_failed_trials_are_listed_with_their_reason():
+    from dlrig.report.selection import _failed_trials
+
+    trial = {"trial": 1, "config": {"optim.lr": 1000.0}, "state": "failed",
+             "reason": "diverged: non-finite training loss in epoch 1 (fold 1 of 3; 3 of 3 folds failed)"}
+    ok = {"trial": 0, "config": {"optim.lr": 0.0001}, "state": "complete", "reason": None}
+    cv = {"final": {"search": {"trials": [ok, trial]}}}
+    html = _failed_trials(cv, [{"fold": 0, "search": {"trials": [ok, {**trial, "trial": 3}]}}])
+    assert "<h3>Failed trials</h3>" in html and html.count("diverged: non-finite training loss") == 2
+    assert "outer fold 0" in html and "1000.0" in html and "0.0001" not in html
+    assert _failed_trials({"final": {"search": {"trials": [ok]}}}, []) == ""

@@ -50,6 +50,10 @@ def other_value(base: FitConfig, key: str, current: Any, annotation: Any) -> Fit
         candidates = [current + 2, current + 1, max(current - 1, 0)]
     elif isinstance(current, float):
         candidates = [current * 0.5, current + 0.1, 0.5, 0.05, 1.0]
+    elif key == "model.name":  # the union's tag: another family
+        from dlrig.params import MODEL_FAMILIES
+
+        candidates = [name for name in MODEL_FAMILIES if name != current]
     elif isinstance(current, str):
         candidates = [o for o in literal_options(annotation) if o != current]
     elif isinstance(current, list):

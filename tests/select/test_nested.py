@@ -127,3 +127,29 @@ def test_summary_optimism_by_hand():
     summary = summarise(records, "accuracy", depth=2)
     assert summary["mean"] == pytest.approx(0.85) and summary["optimism"] == pytest.approx(0.03)
     assert summary["optimism_per_fold"] == pytest.approx([0.05, 0.01])
+
+
+def test_a_selection_where_every_trial_failed_names_its_place(digits):
+    """Failed trials never win; when nothing else is left, the error says which selection and why."""
+    from dlrig.select.search import Trial
+
+    X, y = digits
+
+    class Failing:
+        metric = "accuracy"
+
+        def cv_trials(self, configs, folds, pruner, seed):
+            return [Trial(-1, c, [], [len(te) for _, te in folds], state="failed",
+                          reason="diverged: non-finite training loss in epoch 2 (fold 1 of 3)") for c in configs]
+
+        def holdout(self, config, train, test, seed):  # pragma: no cover - never reached
+            raise AssertionError
+
+    dims = [Dimension("C", "float", (0.1, 1.0))]
+    driver = NestedCV(Failing(), y, None, dims, SearchParams(strategy="grid"),
+                      CvParams(depth=2, outer_folds=3, inner_folds=3), 0, start={})
+    train, test = driver.outer_folds(np.arange(len(y)))[1]
+    with pytest.raises(UserError, match=r"^outer fold 1: search: every trial failed \(2 failed, 0 pruned\): "
+                                        r"diverged: non-finite training loss in epoch 2 \(fold 1 of 3\) "
+                                        r"\(trials \[0, 1\]\)"):
+        driver.outer_fold(1, train, test)

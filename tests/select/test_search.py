@@ -134,3 +134,67 @@ def test_search_params_validation_names_the_key():
         parse_params({"search": {"space": {"optim.lr": {"low": 0, "high": 1, "log": True}}}})
     with pytest.raises(UserError, match="search.space.model.dropout: model.dropout must be < 1"):
         parse_params({"search": {"space": {"model.dropout": [0.1, 1.5]}}})
+
+
+# ------------------------------------------------------------------------------------ trial states
+def failing_evaluate(log, fails=lambda c: c.get("optim.lr", 0) > 0.05):
+    """The fake objective, but configs with lr above 0.05 fail (as a diverged fit does)."""
+    def evaluate(configs, pruner):
+        log.append([dict(c) for c in configs])
+        return [Trial(-1, dict(c), [], [100] * 3, state="failed", reason="diverged: non-finite training loss")
+                if fails(c) else Trial(-1, dict(c), [objective(c)] * 3, [100] * 3) for c in configs]
+    return evaluate
+
+
+def test_trial_states_score_and_json():
+    done = Trial(0, {"a": 1}, [0.5, 0.7], [10, 10])
+    failed = Trial(1, {"a": 2}, [0.9], [10], state="failed", reason="diverged: non-finite training loss")
+    pruned = Trial(2, {"a": 3}, [0.9], [10], state="pruned", reason="pruned (median) at epoch 5")
+    assert (done.state, done.score, done.pruned, done.failed) == ("complete", 0.6, False, False)
+    assert failed.score is None and failed.failed and not failed.pruned  # scores never count when failed
+    assert pruned.score is None and pruned.pruned
+    row = failed.to_json()
+    assert (row["state"], row["reason"], row["pruned"], row["score"]) == (
+        "failed", "diverged: non-finite training loss", False, None)
+    assert done.to_json()["state"] == "complete" and done.to_json()["reason"] is None
+    assert pruned.to_json()["pruned"] is True
+    with pytest.raises(ValueError, match="trial state must be one of"):
+        Trial(3, {}, [], [], state="crashed")
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random", "coordinate", "bayes"])
+def test_failed_trials_are_kept_and_never_chosen(strategy):
+    dims = space(**{"optim.lr": RangeSpec(low=1e-4, high=1.0, log=True, count=5)})
+    params = SearchParams(strategy=strategy, n_trials=6)
+    result = run_search(dims, params, failing_evaluate([]), seed=0, start={"optim.lr": 1e-3})
+    failed = [t for t in result.trials if t.failed]
+    assert failed and all(t.config["optim.lr"] > 0.05 for t in failed)
+    assert result.best.state == "complete" and result.best.config["optim.lr"] <= 0.05
+    assert [t.number for t in result.trials] == list(range(len(result.trials)))
+
+
+def test_grid_refinement_goes_on_past_failed_trials():
+    log = []
+    dims = space(**{"optim.lr": RangeSpec(low=1e-4, high=1.0, log=True, count=5, refine=1)})
+    result = run_search(dims, SearchParams(strategy="grid"), failing_evaluate(log), seed=0, start={})
+    assert len(log) == 2 and result.best.config["optim.lr"] == pytest.approx(0.01, rel=0.5)
+    assert sum(t.failed for t in result.trials) == 2  # 0.1 and 1.0
+
+
+def test_every_trial_failed_names_the_reasons():
+    from dlrig.errors import UserError
+
+    dims = space(**{"optim.lr": [0.1, 1.0]})
+    with pytest.raises(UserError, match=r"every trial failed \(2 failed, 0 pruned\): diverged: non-finite "
+                                        r"training loss \(trials \[0, 1\]\)"):
+        run_search(dims, SearchParams(strategy="grid"), failing_evaluate([]), seed=0, start={})
+
+
+def test_every_trial_pruned_says_so():
+    from dlrig.errors import UserError
+
+    def evaluate(configs, pruner):
+        return [Trial(-1, dict(c), [], [100], state="pruned") for c in configs]
+
+    with pytest.raises(UserError, match="all 2 trials were pruned before any finished; loosen search.pruning"):
+        run_search(space(**{"optim.lr": [0.1, 1.0]}), SearchParams(strategy="grid"), evaluate, seed=0, start={})

@@ -120,3 +120,177 @@ def test_checkpoint_roundtrip_predicts_identically(tmp_path, blobs, fast_config)
     model, ckpt = load_model(tmp_path / "m.pt")
     assert ckpt["config"]["optim"]["lr"] == fast_config.optim.lr
     assert np.array_equal(predict_proba(model, X), predict_proba(result.model, X))
+
+
+# ------------------------------------------------------- the callback refactor changes no number
+def _old_fit(X, y, n_classes, config, seed, on_epoch=None):
+    """The fit loop as it was before callbacks (early stopping and on_epoch inline): the oracle that the
+    refactored loop must match bit for bit. Only the loop is copied; the helpers are fit.py's own."""
+    import copy
+    import math
+
+    from torch import nn
+
+    from dlrig.models import build_model
+    from dlrig.train.fit import _evaluate, _training_loss, fit_standardizer, l1_penalty
+    from dlrig.train.optim import build_optimizer, build_scheduler
+
+    tcfg = config.train
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    fit_idx, val_idx = early_stopping_split(y, tcfg, seed)
+    mean, scale = fit_standardizer(X[fit_idx], tcfg.standardize)
+    loss_fn = _training_loss(y[fit_idx], n_classes, tcfg)
+    model = build_model(config.model, X.shape[1:], n_classes)
+    model[0].mean.copy_(torch.from_numpy(mean))
+    model[0].scale.copy_(torch.from_numpy(scale))
+    X_fit, y_fit = torch.as_tensor(X[fit_idx]), torch.as_tensor(y[fit_idx])
+    X_val, y_val = torch.as_tensor(X[val_idx]), torch.as_tensor(y[val_idx])
+    n = len(fit_idx)
+    batch_size = min(tcfg.batch_size, n)
+    steps_per_epoch = max(1, n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size))
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.schedule, config.optim.lr, tcfg.epochs, steps_per_epoch)
+    eval_loss, l1, es = nn.CrossEntropyLoss(), config.optim.l1, tcfg.early_stopping
+    monitor = es.monitor if es else "val_loss"
+    best_value = -math.inf if monitor == "val_accuracy" else math.inf
+    best_state, best_epoch, bad_epochs, stopped, pruned = None, tcfg.epochs, 0, False, False
+    history = []
+    model.train()
+    for epoch in range(1, tcfg.epochs + 1):
+        perm = torch.randperm(n, generator=rng)
+        total_loss, total_correct, seen = 0.0, 0, 0
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            if step == steps_per_epoch - 1:
+                idx = perm[step * batch_size :]
+            xb, yb = X_fit[idx], y_fit[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            objective = loss + l1 * l1_penalty(model) if l1 > 0 else loss
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if tcfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            total_correct += int((logits.detach().argmax(1) == yb).sum())
+            seen += len(idx)
+        if not math.isfinite(total_loss):
+            history.append({"epoch": epoch, "train_loss": float("nan")})
+            stopped = True
+            break
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total_loss / seen,
+                  "train_accuracy": total_correct / seen}
+        if len(val_idx):
+            record["val_loss"], record["val_accuracy"] = _evaluate(model, X_val, y_val, eval_loss)
+        history.append(record)
+        if on_epoch is not None and on_epoch(record) is False:
+            stopped, pruned = True, True
+            break
+        if es is None:
+            continue
+        value = record[monitor]
+        better = value > best_value + es.min_delta if monitor == "val_accuracy" else value < best_value - es.min_delta
+        if better:
+            best_value, best_epoch, bad_epochs = value, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs > es.patience:
+                stopped = True
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), history, best_epoch if es else len(history), stopped, pruned
+
+
+def _refactor_cases(fast_config):
+    return {
+        "default": fast_config,
+        "early stop on val_loss": parse_params(
+            {"optim": {"lr": 0.05}, "model": {"hidden": 64, "dropout": 0.0},
+             "train": {"epochs": 80, "early_stopping": {"patience": 3, "monitor": "val_loss"}}}).fit_config(),
+        "early stop on val_accuracy, dropout": fast_config.with_overrides(
+            {"model.dropout": 0.3, "train.epochs": 40,
+             "train.early_stopping": {"patience": 2, "monitor": "val_accuracy", "val_fraction": 0.3}}),
+        "sgd, l1, clip, onecycle, batch norm": fast_config.with_overrides(
+            {"optim.name": "sgd", "optim.l1": 0.001, "train.grad_clip": 0.5, "train.early_stopping": None,
+             "schedule.name": "onecycle", "model.dropout": 0.2, "model.norm": "batch"}),
+        "diverges": fast_config.with_overrides(
+            {"optim.name": "sgd", "optim.lr": 1e6, "optim.momentum": 0.0}),
+    }
+
+
+def _noisy(blobs):
+    X, y = blobs
+    return X + np.random.default_rng(0).normal(0, 3, X.shape).astype(np.float32), y
+
+
+@pytest.mark.parametrize("case", ["default", "early stop on val_loss", "early stop on val_accuracy, dropout",
+                                  "sgd, l1, clip, onecycle, batch norm", "diverges"])
+def test_fit_with_callbacks_equals_the_old_loop_bit_for_bit(blobs, fast_config, case):
+    X, y = _noisy(blobs) if "val_accuracy" in case else blobs
+    X = X * 1e3 if case == "diverges" else X
+    cfg = _refactor_cases(fast_config)[case]
+    model, history, best_epoch, stopped, _ = _old_fit(X, y, 3, cfg, seed=5)
+    result = fit(X, y, 3, cfg, seed=5)
+    np.testing.assert_equal(result.history, history)  # exact, NaN == NaN
+    assert (result.best_epoch, result.stopped_early) == (best_epoch, stopped)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(result.model.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
+    # A step callback that only watches changes nothing either.
+    from dlrig.train.callbacks import Callback
+
+    class Watch(Callback):
+        def on_after_backward(self, state):
+            self.norm = sum(float(p.grad.norm()) for p in state.model.parameters() if p.grad is not None)
+
+        def on_step_end(self, state):
+            self.lr = state.lr
+
+    watched = fit(X, y, 3, cfg, seed=5, callbacks=[Watch()])
+    np.testing.assert_equal(watched.history, history)
+
+
+def test_on_epoch_pruning_equals_the_old_loop(blobs, fast_config):
+    """The older on_epoch hook still works: False at epoch 4 stops there, with the best state before it."""
+    X, y = blobs
+    stop_at_4 = lambda record: record["epoch"] != 4  # noqa: E731
+    model, history, best_epoch, stopped, pruned = _old_fit(X, y, 3, fast_config, 0, on_epoch=stop_at_4)
+    result = fit(X, y, 3, fast_config, 0, on_epoch=stop_at_4)
+    assert result.history == history and len(history) == 4 and pruned and result.info["pruned"]
+    assert result.best_epoch == best_epoch == 3 and result.stopped_early
+    assert result.info["stop_reason"] == "stopped by on_epoch after epoch 4"
+    for key, value in model.state_dict().items():
+        assert torch.equal(result.model.state_dict()[key], value), key
+
+
+def test_pinned_numbers_from_before_the_callback_refactor(blobs, fast_config):
+    """Values printed by the fit loop before callbacks existed (this machine's CPU torch; a tolerance keeps
+    the pins valid across BLAS builds -- the old-loop test above is the bit-for-bit check)."""
+    X, y = blobs
+    fast = fit(X, y, 3, fast_config, seed=0)
+    assert len(fast.history) == 15 and fast.best_epoch == 15 and not fast.stopped_early
+    assert fast.history[0]["train_loss"] == pytest.approx(0.8977589525428473, rel=1e-6)
+    assert fast.history[0]["val_loss"] == pytest.approx(0.6173255443572998, rel=1e-6)
+    assert fast.history[-1]["train_loss"] == pytest.approx(0.025337375846563603, rel=1e-5)
+    assert fast.history[-1]["val_loss"] == pytest.approx(0.017983078956604004, rel=1e-5)
+
+    early = fit(X, y, 3, _refactor_cases(fast_config)["early stop on val_loss"], seed=0)
+    assert (len(early.history), early.best_epoch, early.stopped_early) == (14, 10, True)
+    assert early.history[0]["train_loss"] == pytest.approx(0.8575260545693192, rel=1e-6)
+    assert early.history[0]["val_loss"] == pytest.approx(0.05761227384209633, rel=1e-5)
+    assert early.info["stop_reason"].startswith("early stopping: val_loss did not improve for 4 epochs")
+
+    Xn, yn = _noisy(blobs)
+    acc = fit(Xn, yn, 3, _refactor_cases(fast_config)["early stop on val_accuracy, dropout"], seed=5)
+    assert (len(acc.history), acc.best_epoch, acc.stopped_early) == (9, 6, True)
+    assert acc.history[-1]["train_loss"] == pytest.approx(0.4062473972638448, rel=1e-5)
+    assert acc.history[-1]["val_accuracy"] == pytest.approx(0.8888888955116272, rel=1e-6)
+
+    sgd = fit(X, y, 3, _refactor_cases(fast_config)["sgd, l1, clip, onecycle, batch norm"], seed=0)
+    assert sgd.history[0]["lr"] == pytest.approx(0.0016527571973408359, rel=1e-12)
+    assert sgd.history[-1]["train_loss"] == pytest.approx(0.2217321346203486, rel=1e-5)
+    assert sgd.history[-1]["train_accuracy"] == pytest.approx(0.9833333333333333)

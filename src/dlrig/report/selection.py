@@ -8,7 +8,8 @@ candidates, which hyperparameters matter (verdicts, importance, interactions), a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dlrig.report.markup import esc, figure, num
@@ -228,6 +229,27 @@ def _interactions(analysis: Mapping[str, Any]) -> str:
     return f"<h3>Interactions</h3>{body}"
 
 
+
+def _failed_trials(cv: Mapping[str, Any], folds: Sequence[Mapping[str, Any]]) -> str:
+    """Every failed trial of every search (the final one, each outer fold's) with its reason."""
+    searches = [("final", (cv.get("final") or {}).get("search"))]
+    searches += [(f"outer fold {f['fold']}", f.get("search")) for f in folds]
+    rows = [
+        f'<tr><td>{esc(where)}</td><td class="num">{int(t["trial"])}</td>'
+        f"<td>{esc(json.dumps(t['config'], sort_keys=True))}</td><td>{esc(t.get('reason') or '')}</td></tr>"
+        for where, search in searches
+        for t in (search or {}).get("trials") or []
+        if t.get("state") == "failed"
+    ]
+    if not rows:
+        return ""
+    return (
+        "<h3>Failed trials</h3><p>Fits that diverged or raised an error: kept in the records, scored worst, "
+        'never chosen.</p><table><tr><th>Search</th><th class="num">Trial</th><th>Config</th><th>Reason</th>'
+        "</tr>" + "".join(rows) + "</table>"
+    )
+
+
 def selection_section(
     cv: Mapping[str, Any],
     folds: list[Mapping[str, Any]],
@@ -283,6 +305,7 @@ def selection_section(
     parts += [
         _interactions(analysis),
         f"<h3>Warnings</h3>{warned}",
+        _failed_trials(cv, folds),
         figure(
             pngs["cv_history"],
             "Trial history",

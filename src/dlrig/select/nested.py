@@ -67,6 +67,15 @@ def make_folds(y: np.ndarray, groups: np.ndarray | None, rows: np.ndarray, n_spl
     return [(rows[a], rows[b]) for a, b in parts]
 
 
+def _where(where: tuple) -> str:
+    """A selection's place in words: ("outer", 2) -> "outer fold 2", ("final",) -> "final selection"."""
+    if where and where[0] == "final":
+        return "final selection on all training rows"
+    if where and where[0] == "plain":
+        return "plain CV"
+    return " ".join(f"{w} fold" if w in ("outer", "middle") else str(w) for w in where)
+
+
 @dataclass
 class Selection:
     config: dict[str, Any]
@@ -111,9 +120,12 @@ class NestedCV:
                 trial.config = config
             return trials
 
-        result = run_search(
-            self.dims, self.search, evaluate, seed=job_seed, start=self.start, strategy=strategy
-        )
+        try:
+            result = run_search(
+                self.dims, self.search, evaluate, seed=job_seed, start=self.start, strategy=strategy
+            )
+        except UserError as exc:  # every trial failed: say in which selection
+            raise UserError(f"{_where(where)}: {exc}") from None
         return Selection({**fixed, **result.best.config}, result.best.score, result)
 
     def _strategy(self, fixed: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -6,6 +6,9 @@ config, seed), so it is cached on disk under a key derived from exactly those: t
 ``FitConfig`` objects the fits receive (not from the searched overrides), so a change to any training key --
 searched or not -- is a miss. A run killed mid-way resumes from the finished work and gives the same numbers
 as an uninterrupted one.
+
+A fit that diverges (non-finite training loss) or raises a :class:`UserError` is a result too: its record
+says ``failed`` and why, it is cached like any other, and the trial it belongs to is ``failed``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from dlrig.errors import UserError
 from dlrig.io import immediate, save_json
 from dlrig.params import FitConfig
 from dlrig.select.search import Pruner, Trial
+from dlrig.train.callbacks import Callback
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "neg_log_loss")
 
@@ -104,6 +109,22 @@ class ResultCache:
 Job = tuple[dict[str, Any], np.ndarray, np.ndarray, int]  # (overrides, train rows, eval rows, seed)
 
 
+class Pruning(Callback):
+    """Search pruning as a fit callback: records the run's curve (early-stopping accuracy, else training
+    accuracy, per epoch) and stops the run when ``pruner`` calls it hopeless."""
+
+    def __init__(self, pruner: Pruner | None) -> None:
+        self.pruner = pruner
+        self.curve: dict[int, float] = {}
+
+    def on_epoch_end(self, state, record: dict[str, float]) -> None:
+        epoch = int(record["epoch"])
+        score = record.get("val_accuracy", record["train_accuracy"])
+        self.curve[epoch] = score
+        if self.pruner is not None and self.pruner.should_stop(epoch, score):
+            state.request_stop(f"pruned ({self.pruner.kind}) at epoch {epoch}", pruned=True)
+
+
 class TorchScorer:
     """Scores training configs (dotted overrides of ``base``) with the dlrig fit loop."""
 
@@ -147,58 +168,94 @@ class TorchScorer:
         jobs: list[Job],
         pruner: Pruner | None,
         keep_proba: bool = False,
+        *,
+        keep_failures: bool = False,
     ) -> list[dict[str, Any]]:
-        """Train each (config, train rows, eval rows, seed) job and score it on its eval rows."""
+        """Train each (config, train rows, eval rows, seed) job and score it on its eval rows.
+
+        Each record says whether the fit ``failed`` and why (``reason``): it diverged, or it raised a
+        UserError. A diverged fit is still scored when its model predicts finite probabilities (early
+        stopping restored an epoch before the divergence). With ``keep_failures`` (the search) a fit that
+        raised a UserError, or left nothing to score, is a record with ``metrics`` None; without it (one
+        refit, a baseline) it raises a UserError that names the job.
+        """
         from dlrig.train import fit, predict_proba
+        from dlrig.train.fit import failure_reason, resolve_device
 
+        # A missing device is this machine's problem, not a config's: refused before any fit could record
+        # (and cache) it as a failed trial.
+        resolve_device(self.device)
         configs = self.resolve(jobs)
+        curves: list[dict[int, float] | None] = [None] * len(jobs)
         if self.batched and pruner is None:
-            from dlrig.train.batched import FitJob, fit_many
-
-            fitted = fit_many(
-                self.X,
-                self.y,
-                self.n_classes,
-                [FitJob(tr, cfg, s) for (_, tr, _, s), cfg in zip(jobs, configs, strict=True)],
-                device=self.device,
-            )
-            pruned = [False] * len(jobs)
+            fitted = self._fit_many(jobs, configs, keep_failures)
         else:
-            fitted, pruned, curves = [], [], []
-            for (_, tr, _, s), cfg in zip(jobs, configs, strict=True):
-                curve: dict[int, float] = {}
-                curves.append(curve)
-                stop = [False]
-
-                def on_epoch(record: dict[str, float], curve=curve, stop=stop) -> bool:
-                    score = record.get("val_accuracy", record["train_accuracy"])
-                    curve[int(record["epoch"])] = score
-                    if pruner is not None and pruner.should_stop(int(record["epoch"]), score):
-                        stop[0] = True
-                        return False
-                    return True
-
-                fitted.append(
-                    fit(self.X[tr], self.y[tr], self.n_classes, cfg, s, device=self.device, on_epoch=on_epoch)
-                )
-                pruned.append(stop[0])
-                if pruner is not None and not stop[0]:
-                    pruner.record(curve)
+            fitted = []
+            for i, ((_, tr, _, s), cfg) in enumerate(zip(jobs, configs, strict=True)):
+                watch = Pruning(pruner)
+                try:
+                    result = fit(self.X[tr], self.y[tr], self.n_classes, cfg, s, device=self.device,
+                                 callbacks=[watch])
+                except UserError as exc:
+                    if not keep_failures:
+                        raise
+                    fitted.append(f"error: {exc}")
+                    continue
+                fitted.append(result)
+                curves[i] = watch.curve
+                if pruner is not None and not result.info["pruned"]:
+                    pruner.record(watch.curve)
         out = []
-        for (_, _, te, _), result, was_pruned in zip(jobs, fitted, pruned, strict=True):
-            proba = predict_proba(result.model, self.X[te])
-            rec = {
-                "metrics": score_proba(self.y[te], proba, self.n_classes),
-                "n_val": int(len(te)),
-                "pruned": was_pruned,
-                "epochs": len(result.history),
-                "best_epoch": result.best_epoch,
-            }
+        for (overrides, tr, te, s), result, curve in zip(jobs, fitted, curves, strict=True):
+            if isinstance(result, str):  # the fit raised a UserError: nothing to score
+                rec = {"metrics": None, "n_val": int(len(te)), "pruned": False, "failed": True,
+                       "reason": result, "epochs": 0, "best_epoch": 0}
+                proba = None
+            else:
+                proba = predict_proba(result.model, self.X[te])
+                failed = failure_reason(result, self.n_classes)
+                pruned = bool(result.info["pruned"])
+                rec = {
+                    "metrics": score_proba(self.y[te], proba, self.n_classes)
+                    if failed is None or np.isfinite(proba).all() else None,
+                    "n_val": int(len(te)),
+                    "pruned": pruned,
+                    "failed": failed is not None,
+                    "reason": failed or (result.info.get("stop_reason") if pruned else None),
+                    "epochs": len(result.history),
+                    "best_epoch": result.best_epoch,
+                }
+            if rec["metrics"] is None and not keep_failures:
+                raise UserError(f"training {overrides or 'the base config'} on {len(tr)} rows (seed {s}) "
+                                f"failed: {rec['reason']}; lower optim.lr or fix the params named")
             if pruner is not None:
-                rec["curve"] = curves.pop(0)
-            if keep_proba:
+                rec["curve"] = curve
+            if keep_proba and proba is not None:
                 rec["proba"] = np.round(proba, 6).tolist()
             out.append(rec)
+        return out
+
+    def _fit_many(self, jobs: list[Job], configs: list[FitConfig], keep_failures: bool) -> list[Any]:
+        """The stacked trainer over every job; a job whose fit raises a UserError gives its message.
+
+        fit_many trains a whole batch at once, so one job's UserError stops them all: then each job is
+        trained alone, to find the failing ones and still train the rest (numbers of a stack of one agree
+        with the batched ones to float32 rounding, not bit for bit; the same params still give the same).
+        """
+        from dlrig.train.batched import FitJob, fit_many
+
+        many = [FitJob(tr, cfg, s) for (_, tr, _, s), cfg in zip(jobs, configs, strict=True)]
+        try:
+            return fit_many(self.X, self.y, self.n_classes, many, device=self.device)
+        except UserError:
+            if not keep_failures:
+                raise
+        out: list[Any] = []
+        for job in many:
+            try:
+                out.append(fit_many(self.X, self.y, self.n_classes, [job], device=self.device)[0])
+            except UserError as exc:
+                out.append(f"error: {exc}")
         return out
 
     def cv_trials(
@@ -209,28 +266,37 @@ class TorchScorer:
         key = self.jobs_key("cv", jobs, extra)
         results = self.cache.get(key)
         if results is None:
-            results = self.fit_score(jobs, pruner)
+            results = self.fit_score(jobs, pruner, keep_failures=True)
             self.cache.put(key, results)
         elif pruner is not None:  # replay what the pruner learnt from these runs
             pruner.curves.extend(
-                {int(e): v for e, v in r["curve"].items()} for r in results if not r["pruned"]
+                {int(e): v for e, v in r["curve"].items()}
+                for r in results if not r["pruned"] and r["curve"] is not None
             )
-        trials, k = [], len(folds)
-        for i, config in enumerate(configs):
-            chunk = results[i * k : (i + 1) * k]
-            was_pruned = any(r["pruned"] for r in chunk)
-            trials.append(
-                Trial(
-                    number=-1,
-                    config=config,
-                    scores=[] if was_pruned else [r["metrics"][self.metric] for r in chunk],
-                    n_val=[r["n_val"] for r in chunk],
-                    pruned=was_pruned,
-                    metrics={m: [r["metrics"][m] for r in chunk] for m in METRICS},
-                    info={"epochs": [r["epochs"] for r in chunk]},
-                )
-            )
-        return trials
+        return [self._trial(config, results[i * len(folds) : (i + 1) * len(folds)])
+                for i, config in enumerate(configs)]
+
+    def _trial(self, config: dict[str, Any], chunk: list[dict[str, Any]]) -> Trial:
+        """One config's trial from its per-fold records: failed if any fold failed, else pruned if any
+        fold was pruned, else complete (scored)."""
+        failed = [(j, r["reason"]) for j, r in enumerate(chunk) if r["failed"]]
+        pruned = [(j, r["reason"]) for j, r in enumerate(chunk) if r["pruned"]]
+        state = "failed" if failed else "pruned" if pruned else "complete"
+        reason = None
+        if failed or pruned:
+            j, why = (failed or pruned)[0]
+            others = f"; {len(failed)} of {len(chunk)} folds failed" if len(failed) > 1 else ""
+            reason = f"{why} (fold {j + 1} of {len(chunk)}{others})"
+        return Trial(
+            number=-1,
+            config=config,
+            scores=[r["metrics"][self.metric] for r in chunk] if state == "complete" else [],
+            n_val=[r["n_val"] for r in chunk],
+            state=state,
+            reason=reason,
+            metrics={m: [r["metrics"][m] for r in chunk] for m in METRICS} if state != "failed" else {},
+            info={"epochs": [r["epochs"] for r in chunk]},
+        )
 
     def holdout(
         self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int, keep_proba: bool = False
@@ -241,7 +307,7 @@ class TorchScorer:
         if result is None:
             result = self.fit_score(jobs, None, keep_proba=keep_proba)[0]
             self.cache.put(key, result)
-        return result["metrics"]
+        return result["metrics"]  # a refit that fails raised a UserError in fit_score: nothing is cached
 
 
 class SklearnScorer:

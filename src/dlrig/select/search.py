@@ -4,6 +4,10 @@
 A strategy never trains anything itself. It proposes configs and hands batches of them to ``evaluate``,
 which returns one :class:`Trial` per config (scored on the folds the caller chose). So the same search
 runs on a torch model, a scikit-learn estimator (the oracle test) or a fake.
+
+A trial ends in one of three states: ``complete`` (scored), ``pruned`` (given up on early epochs) or
+``failed`` (its fit diverged or raised a UserError; ``reason`` says which). The search goes on past a
+failed trial; it scores worst -- never chosen while any trial is complete -- and stays in the results.
 """
 
 from __future__ import annotations
@@ -16,23 +20,39 @@ from typing import Any
 
 import numpy as np
 
+from dlrig.errors import UserError
 from dlrig.params import SearchParams
 from dlrig.select.space import Dimension, config_key
+
+TRIAL_STATES = ("complete", "pruned", "failed")
 
 
 @dataclass
 class Trial:
     number: int
     config: dict[str, Any]
-    scores: list[float]  # the selection metric on each fold (empty when pruned)
+    scores: list[float]  # the selection metric on each fold (empty unless complete)
     n_val: list[int]
-    pruned: bool = False
+    state: str = "complete"  # complete | pruned | failed
     metrics: dict[str, list[float]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None  # why a trial is failed (or pruned), in words
+
+    def __post_init__(self) -> None:
+        if self.state not in TRIAL_STATES:
+            raise ValueError(f"trial state must be one of {TRIAL_STATES} (got {self.state!r})")
+
+    @property
+    def pruned(self) -> bool:
+        return self.state == "pruned"
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "failed"
 
     @property
     def score(self) -> float | None:
-        return None if self.pruned or not self.scores else float(np.mean(self.scores))
+        return None if self.state != "complete" or not self.scores else float(np.mean(self.scores))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,7 +61,9 @@ class Trial:
             "score": None if self.score is None else round(self.score, 6),
             "scores": [round(s, 6) for s in self.scores],
             "n_val": self.n_val,
-            "pruned": self.pruned,
+            "state": self.state,
+            "reason": self.reason,
+            "pruned": self.pruned,  # kept beside state: readers of older results use it
             "metrics": {k: [round(v, 6) for v in vs] for k, vs in self.metrics.items()},
             **self.info,
         }
@@ -127,14 +149,29 @@ class _Runner:
         return [self.seen[config_key(c)] for c in configs if config_key(c) in self.seen]
 
     def best(self) -> Trial:
+        """The best complete trial; failed and pruned trials are never chosen."""
         complete = [t for t in self.trials if t.score is not None]
         if not complete:
-            raise RuntimeError("every trial was pruned or failed; loosen search.pruning")
+            raise UserError(_none_complete(self.trials))
         if self.params.stop_when is not None:
             hits = [t for t in complete if t.score >= self.params.stop_when]
             if hits:
                 return hits[0]  # satisficing: the first config that is good enough
         return max(complete, key=lambda t: (t.score, -t.number))  # ties: the earliest
+
+
+def _none_complete(trials: list[Trial]) -> str:
+    """The error when no trial finished: each failure's reason (the same reason once), or the pruning."""
+    failed = [t for t in trials if t.failed]
+    if not failed:
+        return (f"search: all {len(trials)} trials were pruned before any finished; loosen search.pruning "
+                f"or raise search.prune_after")
+    reasons: dict[str, list[int]] = {}
+    for t in failed:
+        reasons.setdefault(t.reason or "no reason recorded", []).append(t.number)
+    said = "; ".join(f"{reason} (trials {numbers})" for reason, numbers in reasons.items())
+    return (f"search: every trial failed ({len(failed)} failed, {len(trials) - len(failed)} pruned): {said}. "
+            f"Narrow search.space (e.g. a lower optim.lr) or fix the params named")
 
 
 def _grid(dims: list[Dimension], values: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -214,7 +251,9 @@ def bayes_search(dims: list[Dimension], runner: _Runner, n_trials: int, seed: in
         ot = study.ask(dists)
         config = {d.name: d.cast(ot.params[d.name]) if d.low is not None else ot.params[d.name] for d in dims}
         trial = runner.run([config])[0]  # a point proposed again reuses its first evaluation
-        if trial.score is None:
+        if trial.failed:  # the sampler learns nothing from it (Optuna's FAIL), and never proposes it as best
+            study.tell(ot, state=optuna.trial.TrialState.FAIL)
+        elif trial.score is None:
             study.tell(ot, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(ot, trial.score)

@@ -3,14 +3,17 @@
 Everything fitted on data -- the standardisation statistics and the early-stopping decision -- sees only
 the rows passed in as training data; the early-stopping split is carved from those rows, and the scaler
 is fitted on the part that is left for gradient steps.
+
+The loop can be watched and stopped at every step by callbacks (:mod:`dlrig.train.callbacks`); early
+stopping is one of them. A run whose training loss stops being finite ends there (``info["diverged"]``,
+:func:`failure_reason`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +24,11 @@ from torch import nn
 
 from dlrig.models import build_model
 from dlrig.params import FitConfig, TrainParams
+from dlrig.train.callbacks import Callback, EarlyStopping, EpochFunction, FitState, overrides
 from dlrig.train.optim import build_optimizer, build_scheduler
 
-# Called after every epoch with its record; returning False stops the run (search pruning).
+# The older per-epoch hook: called with each epoch's record; returning False stops the run (pruning).
+# New code passes a Callback instead.
 EpochCallback = Callable[[dict[str, float]], bool | None]
 
 
@@ -154,12 +159,6 @@ def _evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss_fn: nn.Mo
     return loss, acc
 
 
-def _improved(value: float, best: float, monitor: str, min_delta: float) -> bool:
-    if monitor == "val_accuracy":
-        return value > best + min_delta
-    return value < best - min_delta
-
-
 def fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -168,9 +167,15 @@ def fit(
     seed: int,
     *,
     device: str = "cpu",
+    callbacks: Sequence[Callback] = (),
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
-    """Train one model on (X, y). Early stopping (if on) uses a split of these rows only."""
+    """Train one model on (X, y). Early stopping (if on) uses a split of these rows only.
+
+    ``callbacks`` see the events of :mod:`dlrig.train.callbacks` in list order (``on_epoch``, the older
+    per-epoch function, runs after them); ``train.early_stopping`` adds :class:`EarlyStopping` last.
+    ``info["stop_reason"]`` says why the run ended early (None when it ran every epoch).
+    """
     start = time.perf_counter()
     tcfg = config.train
     torch.manual_seed(seed)
@@ -212,13 +217,25 @@ def fit(
     l1 = config.optim.l1
 
     es = tcfg.early_stopping
-    monitor = es.monitor if es else "val_loss"
-    best_value = -math.inf if monitor == "val_accuracy" else math.inf
-    best_state, best_epoch, bad_epochs, stopped, pruned = None, tcfg.epochs, 0, False, False
+    early = EarlyStopping(es) if es is not None else None
+    hooks = [*callbacks, *([EpochFunction(on_epoch)] if on_epoch is not None else []),
+             *([early] if early is not None else [])]
+    # Step events are dispatched only to the callbacks that define them: none listening, no cost.
+    after_backward = [cb for cb in hooks if overrides(cb, "on_after_backward")]
+    step_end = [cb for cb in hooks if overrides(cb, "on_step_end")]
+    watched = bool(after_backward or step_end)
     history: list[dict[str, float]] = []
+    state = FitState(model=model, optimizer=optimizer, scheduler=scheduler, config=config,
+                     steps_per_epoch=steps_per_epoch, history=history)
+    for cb in hooks:
+        cb.on_fit_start(state)
 
     model.train()
+    total_loss = 0.0
     for epoch in range(1, tcfg.epochs + 1):
+        if state.stop:  # asked for by on_fit_start
+            break
+        state.epoch = epoch
         perm = torch.randperm(n, generator=rng).to(dev)
         total_loss, total_correct, seen = 0.0, 0, 0
         for step in range(steps_per_epoch):
@@ -231,16 +248,32 @@ def fit(
             objective = loss + l1 * l1_penalty(model) if l1 > 0 else loss
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+            batch_loss = float(loss.detach())
+            if watched:
+                state.step, state.global_step, state.loss = step, state.global_step + 1, batch_loss
+                for cb in after_backward:
+                    cb.on_after_backward(state)
+                if state.stop:
+                    break
             if tcfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            lr = optimizer.param_groups[0]["lr"] if step_end else math.nan
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
+            total_loss += batch_loss * len(idx)
             total_correct += int((logits.detach().argmax(1) == yb).sum())
             seen += len(idx)
+            if step_end:
+                state.lr = lr
+                for cb in step_end:
+                    cb.on_step_end(state)
+                if state.stop:
+                    break
         if not math.isfinite(total_loss):
             history.append({"epoch": epoch, "train_loss": float("nan")})
-            stopped = True
+            state.stop, state.stop_reason = True, f"diverged: non-finite training loss in epoch {epoch}"
+            break
+        if state.stop:  # a callback ended the run in the middle of this epoch: no record for it
             break
         record = {
             "epoch": epoch,
@@ -251,29 +284,20 @@ def fit(
         if len(val_idx):
             record["val_loss"], record["val_accuracy"] = _evaluate(model, X_val, y_val, eval_loss)
         history.append(record)
-        if on_epoch is not None and on_epoch(record) is False:
-            stopped, pruned = True, True  # the caller (a search pruner) gave up on this run
+        for cb in hooks:
+            cb.on_epoch_end(state, record)
+        if state.stop:
             break
-        if es is None:
-            continue
-        value = record[monitor]
-        if _improved(value, best_value, monitor, es.min_delta):
-            best_value, best_epoch, bad_epochs = value, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-            if bad_epochs > es.patience:
-                stopped = True
-                break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    for cb in hooks:
+        cb.on_fit_end(state)
     model.eval()
+    best_epoch = early.best_epoch if early is not None and early.best_epoch is not None else tcfg.epochs
     return FitResult(
         model=model.cpu(),
         history=history,
         best_epoch=best_epoch if es else len(history),
-        stopped_early=stopped,
+        stopped_early=state.stop,
         train_index=fit_idx,
         val_index=val_idx,
         seconds=time.perf_counter() - start,
@@ -281,9 +305,43 @@ def fit(
             **info,
             "steps_per_epoch": steps_per_epoch,
             "diverged": not math.isfinite(total_loss),
-            "pruned": pruned,
+            "pruned": state.pruned,
+            "stop_reason": state.stop_reason,
         },
     )
 
 
-__all__ = ["FitResult", "fit", "fit_standardizer", "predict_proba", "resolve_device"]
+# A fit whose epoch-mean training loss exceeds this many times the loss of a uniform guess (log K) has blown
+# up: its true-class probabilities are 0 in float32 long before that (a loss above ~100 already is), and no
+# run that trains reaches it. Adam at lr 1e3 gives 1e6..1e13 here without ever producing inf or NaN, so the
+# non-finite test alone misses it. The fit loop does not stop on it (its numbers, and the stacked trainer's,
+# stay as they are); the search reads it through failure_reason.
+EXPLODED_LOSS_FACTOR = 1e4
+
+
+def failure_reason(result: FitResult, n_classes: int | None = None) -> str | None:
+    """Why a fit's result is not a usable trial (None when it is): it diverged -- its training loss stopped
+    being finite (``info["diverged"]``) or an epoch's exceeded ``EXPLODED_LOSS_FACTOR * log(n_classes)``
+    (``n_classes``: the model's outputs when not given).
+
+    Reads only ``info``, the history and the model's width, so it serves :func:`fit` and the stacked
+    trainer alike.
+    """
+    bad = [int(r["epoch"]) for r in result.history if not math.isfinite(r.get("train_loss", math.nan))]
+    if result.info.get("diverged") or bad:
+        where = f" in epoch {bad[0]}" if bad else ""
+        return f"diverged: non-finite training loss{where}"
+    if n_classes is None:
+        n_classes = getattr(result.model[-1], "out_features", None)
+        if n_classes is None:
+            return None
+    limit = EXPLODED_LOSS_FACTOR * math.log(max(n_classes, 2))
+    for r in result.history:
+        if r["train_loss"] > limit:
+            return (f"diverged: training loss {r['train_loss']:.3g} in epoch {int(r['epoch'])}, over "
+                    f"{EXPLODED_LOSS_FACTOR:g} x the loss of a uniform guess (log {n_classes}); a learning "
+                    f"rate too high (or inputs far off scale)")
+    return None
+
+
+__all__ = ["FitResult", "failure_reason", "fit", "fit_standardizer", "predict_proba", "resolve_device"]
