@@ -100,3 +100,18 @@ def test_ctrl_c_in_a_real_process_prints_one_line(tmp_path):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("text", ["", "seed: 42\n"])
+def test_train_with_an_empty_or_partial_params_file_changes_nothing(tmp_path, text):
+    """An empty params.yaml once trained a 5x3 nested CV on built-in defaults over the real outputs."""
+    (tmp_path / "params.yaml").write_text(text)
+    model, cv = tmp_path / "models/model.pt", tmp_path / "reports/cv/summary.json"
+    for path in (model, cv):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("the previous run's")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: params.yaml: " + ("is empty" if not text else "missing section(s) data"))
+    assert model.read_text() == cv.read_text() == "the previous run's"

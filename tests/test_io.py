@@ -114,3 +114,11 @@ def test_adopt_tree_moves_a_library_s_files_into_the_set(tmp_path):
         assert not (tmp_path / "train/metrics.json").exists()  # staged beside it, renamed at the end
     assert (tmp_path / "train/plots/loss.tsv").read_text() == "step\tloss\n"
     assert not (tmp_path / "live").exists()
+
+
+def test_a_set_removes_temp_files_a_killed_run_left(tmp_path):
+    (tmp_path / ".metrics.json.abc123.tmp").write_text('{"half": ')  # SIGKILL: no finally ran
+    (tmp_path / ".other.json.abc123.tmp").write_text("not ours")
+    with output_set():
+        save_json(tmp_path / "metrics.json", {"v": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc123.tmp", "metrics.json"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import io
 import json
 import os
@@ -57,6 +58,9 @@ def output_set() -> Iterator[None]:
         for path, tmp in pending.items():  # all written; now the renames, a few microseconds each
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, path)
+        for path in pending:  # temp files a killed earlier run (SIGKILL: no cleanup) left beside them
+            for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
     finally:
         _PENDING.reset(token)
 

@@ -57,6 +57,9 @@ def test_killed_train_resumes_with_identical_results(tmp_path):
     done_before = entries(tmp_path / "killed")
     assert 3 <= done_before < 7, "the kill should land mid-run (3 outer folds x 2 entries + final)"
     assert not (tmp_path / "killed/model.pt").exists()
+    # The stage's outputs appear together or not at all: killed mid-selection, none of them exists (a
+    # fresh reports/cv/ beside a stale model was the bug), and no temp file is left where they go.
+    assert not (tmp_path / "killed/cv").exists() or not any((tmp_path / "killed/cv").glob("*.json"))
 
     subprocess.run(cmd, check=True, capture_output=True)
     cache = json.loads((tmp_path / "killed/run.json").read_text())["cache"]
