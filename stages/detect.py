@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from dlrig.data.dataset import Dataset
+from dlrig.data.folds import make_folds
 from dlrig.errors import UserError
 from dlrig.io import load_npz, save_json
 from dlrig.labels.detect import detection_scores, find_label_issues
 from dlrig.params import load_params
-from dlrig.select.nested import derive_seed, make_folds
+from dlrig.seeds import derive_seed
 from dlrig.select.scorers import TorchScorer
 from dlrig.stage import run_stage
 

@@ -271,9 +271,6 @@ KINDS = {
     "unseen": "loaded modules the static walk (tests/tools/stage_deps.py) missed -- an import it cannot "
               "see; make it a literal import or teach the walk",
 }
-# Known and not fixable in dvc.yaml alone (it needs src/ and stages/; see the xfail test below): report
-# reads the studies' results when they exist. (stage, kind, path prefix)
-KNOWN = {("dvc.yaml:report", "read", "reports/studies")}
 
 
 def _undeclared(repo: Path, events: dict[str, dict[str, set[str]]]) -> list[tuple[str, str, str]]:
@@ -309,10 +306,6 @@ def _undeclared(repo: Path, events: dict[str, dict[str, set[str]]]) -> list[tupl
     return sorted(found)
 
 
-def _known(item: tuple[str, str, str]) -> bool:
-    return any(item[0] == s and item[1] == k and sd.covers(p, item[2]) for s, k, p in KNOWN)
-
-
 def _describe(found: list[tuple[str, str, str]]) -> str:
     text = []
     for label in sorted({f[0] for f in found}):
@@ -327,7 +320,7 @@ def _describe(found: list[tuple[str, str, str]]) -> str:
 
 @pytest.fixture(scope="module")
 def audit(tmp_path_factory) -> tuple[Path, dict[str, dict[str, set[str]]]]:
-    """The studies, then the default pipeline (so report finds the study's results), audited."""
+    """The studies, then the default pipeline (so the study results exist when report runs), audited."""
     repo = tmp_path_factory.mktemp("dlrig-audit")
     logs = tmp_path_factory.mktemp("dlrig-audit-logs")
     _make_repo(repo)
@@ -345,17 +338,15 @@ def test_every_stage_reads_only_its_deps(audit):
     assert set(events) == every, f"stages that left no audit log: {sorted(every - set(events))}"
     for label, seen in events.items():  # the hook works: each stage was seen reading its params
         assert "params.yaml" in seen["read"] and seen["code"], label
-    found = [f for f in _undeclared(repo, events) if not _known(f)]
+    found = _undeclared(repo, events)
     assert not found, _describe(found)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "report reads reports/studies/labels.json when it exists, but cannot declare it: a dep on a study output "
-    "makes the study part of `dvc repro`, and a dep on a file that may be absent fails. The fix needs src/ "
-    "and stages/; then drop KNOWN and this mark. Until then editing a study result leaves report up to date."))
 def test_report_declares_the_study_results_it_reads(audit):
+    """The studies' report stage reads their results as deps; the default pipeline's report reads none."""
     repo, events = audit
     assert (repo / "reports/studies").is_dir()
-    found = [f for f in _undeclared(repo, events) if _known(f)]
+    found = [f for f in _undeclared(repo, events) if f[2].startswith("reports/studies")]
     assert not found, _describe(found)
+    assert not any(p.startswith("reports/studies") for p in events["dvc.yaml:report"]["read"])

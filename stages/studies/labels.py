@@ -1,8 +1,8 @@
-"""study_labels: label noise and class imbalance measured against the clean test split.
+"""studies/labels: label noise and class imbalance measured against the clean test split.
 
 Writes reports/studies/labels.json and labels.md: test accuracy vs noise rate (plain CE vs robust options),
 balanced accuracy vs imbalance ratio (no handling vs weighting vs resampling vs logit adjustment),
-detection F1, and oversampling before vs inside the folds. Run with `dvc repro studies/dvc.yaml`.
+detection F1, and oversampling before vs inside the folds. Run with `dvc repro studies/dvc.yaml:labels`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from dlrig.data.dataset import Dataset
 from dlrig.io import save_json, save_text
-from dlrig.labels.study import markdown, run_study
 from dlrig.params import load_params
 from dlrig.stage import run_stage
+from dlrig.studies.labels import markdown, run
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -28,11 +28,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    cfg = params.studies.labels
     train, test = Dataset.load(args.train, args.meta), Dataset.load(args.test, args.meta)
-    study = run_study(train, test, params.fit_config(), seed=params.seed, noise_rates=cfg.noise_rates,
-                      ratios=cfg.ratios, detect_rate=cfg.detect_rate, wrong_right_ratio=cfg.wrong_right_ratio,
-                      folds=cfg.folds, n_jobs=params.compute.n_jobs)
+    study = run(params, train, test)
     save_json(args.out, study)
     text = markdown(study)
     save_text(args.table, text)

@@ -34,10 +34,10 @@ def test_imbalance_then_noise_keeps_the_truth():
 # --------------------------------------------------------------------- enough samples for the folds
 import pytest  # noqa: E402
 
+from dlrig.data.folds import make_folds  # noqa: E402
 from dlrig.errors import UserError  # noqa: E402
 from dlrig.labels.corrupt import check_fold_sizes, min_per_class_for_cv  # noqa: E402
 from dlrig.params import CvParams  # noqa: E402
-from dlrig.select.nested import make_folds  # noqa: E402
 
 
 def folds_work(count: int, cv: CvParams) -> bool:

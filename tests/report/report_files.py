@@ -5,8 +5,9 @@ reports/cv comes from the library's own record builders (Trial, SearchResult, Ne
 summarise, optimism_summary, analyze_search); metrics.json's ci95 and calibration, the reliability plot
 data, compare.json, labels.json and detect.json from holdout_metrics, calibration, compare_fold_scores,
 mcnemar, 5x2cv, corrupt_training_labels, find_label_issues and detection_scores -- so the shapes the
-report reads cannot drift from what the stages write. Only the label study is assembled by hand (it needs
-dozens of fits); ``dlrig.labels.study.markdown`` reads the same dict, which a test uses to keep it honest.
+report reads cannot drift from what the stages write. Only the label study's results (for the studies page)
+are assembled by hand (they need dozens of fits); tests/studies/test_labels.py checks that
+``dlrig.studies.labels`` returns this shape and that its ``markdown`` reads the same dict.
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ def label_files(noise: float = 0.2, ratio: float = 2.0, detect: bool = True) -> 
 
 
 def study_file() -> dict:
-    """``studies/labels.json`` in the shape run_study returns."""
+    """``reports/studies/labels.json`` in the shape ``dlrig.studies.labels.run`` returns."""
     return {
         "noise": {
             "kind": "symmetric",

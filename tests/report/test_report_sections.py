@@ -14,14 +14,12 @@ from tests.report.report_files import (
     label_files,
     png_size,
     section_of,
-    study_file,
     without_images,
     write_inputs,
 )
 
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_json
-from dlrig.labels.study import markdown
 from dlrig.report.calibration import scaling_effect, verdict
 from dlrig.report.figures import reliability_figure
 
@@ -47,7 +45,7 @@ def test_sections_come_in_story_order(inputs):
     for rel in ("compare.json", "labels.json", "detect.json", "plots/reliability_before.json",
                 "plots/reliability_after.json"):
         assert rel in footer
-    assert "studies/labels.json" not in footer  # absent, so not a source
+    assert "studies/" not in footer  # the studies have their own page
 
 
 def test_headline_cards_carry_their_bootstrap_intervals(inputs):
@@ -201,7 +199,8 @@ def test_labels_section_shows_injection_and_detection(inputs):
     found = detect["against_injected"]
     assert f"precision {found['precision']:.3f}, recall {found['recall']:.3f}, F1 {found['f1']:.3f}" in section
     assert "Confidently contradicted:" in section and "Ambiguous:" in section
-    assert "<code>dvc repro studies/dvc.yaml</code> writes reports/studies/labels.json" in section
+    assert ('<code>dvc repro studies/dvc.yaml</code> runs it and writes '
+            '<a href="studies/report.html">reports/studies/report.html</a>') in section
 
 
 def test_nothing_injected_and_detection_off(inputs):
@@ -213,27 +212,20 @@ def test_nothing_injected_and_detection_off(inputs):
     assert "Detection was off" in section
 
 
-def test_label_study_is_shown_when_present(inputs):
-    study = study_file()
-    assert "Detecting 20% injected noise" in markdown(study)  # the library reads the same shape
-    save_json(inputs / "reports/studies/labels.json", study)
-    text = _page(inputs)
-    section = section_of(text, "labels")
-    assert "Not run" not in section
-    assert "Test accuracy against symmetric label noise" in section
-    assert "Test balanced accuracy against step class imbalance" in section
-    assert '<tr><td>0.4</td><td class="num">0.8100</td><td class="num"><strong>0.8800</strong></td>' in section
-    assert '<tr><td>10</td><td class="num">0.8100</td>' in section and "<strong>0.9100</strong>" in section
-    assert "Detecting 20% injected symmetric noise (realised 20.10%)" in section
-    assert "precision 0.914, recall 0.917, F1 0.915" in section
-    assert "+0.0900" in section and "+0.0009" in section and "CV balanced accuracy" in section
-    assert "studies/labels.json" in text[text.index("<footer>"):]
-
-
-def test_malformed_label_study_is_refused(inputs):
-    save_json(inputs / "reports/studies/labels.json", {"noise": {}})
-    with pytest.raises(UserError, match=r"studies/labels\.json.*dvc repro studies/dvc\.yaml"):
-        build_page(inputs, "out")
+def test_the_main_report_reads_no_study_result(inputs):
+    """The studies have their own page: poisoned study files change nothing here, and the Labels section
+    points there without reading anything (no stale numbers, no undeclared dep)."""
+    before = _page(inputs)
+    studies = inputs / "reports/studies"
+    studies.mkdir(parents=True)
+    for name in ("labels.json", "report.html", "anything.json"):
+        (studies / name).write_text("{not json")
+    (studies / "figures").mkdir()
+    after = _page(inputs)
+    assert after == before
+    section = section_of(after, "labels")
+    assert "Study: noise and imbalance on this data set" in section and "not part of this pipeline" in section
+    assert "<table" not in section[section.index("Study: noise"):]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The nested-CV driver against scikit-learn (the oracle), and its folds, seeds and depth semantics."""
+"""The nested-CV driver against scikit-learn (the oracle), and its depth semantics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dlrig.errors import UserError
 from dlrig.params import CvParams, SearchParams
-from dlrig.select.nested import NestedCV, derive_seed, make_folds, summarise
+from dlrig.select.nested import NestedCV, summarise
 from dlrig.select.scorers import SklearnScorer
 from dlrig.select.space import Dimension
 
@@ -96,30 +96,6 @@ def test_depth_three_chooses_between_candidates_inside_each_outer_fold(digits):
         assert r["candidate"] == max(r["candidates"], key=r["candidates"].get)
         assert r["best_config"]["family"] == r["candidate"]
     assert all(r["candidate"] == "svc" for r in records)  # SVC beats a 50-NN on digits
-
-
-def test_folds_are_stratified_grouped_and_seeded():
-    y = np.repeat(np.arange(3), 20)
-    rows = np.arange(60)
-    folds = make_folds(y, None, rows, 4, seed=1)
-    assert all(np.bincount(y[te]).tolist() == [5, 5, 5] for _, te in folds)
-    assert np.array_equal(np.sort(np.concatenate([te for _, te in folds])), rows)
-    again = make_folds(y, None, rows, 4, seed=1)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
-    groups = np.repeat(np.arange(30), 2)
-    for tr, te in make_folds(y, groups, rows, 3, seed=0):
-        assert not set(groups[tr]) & set(groups[te])
-
-
-def test_too_small_class_for_the_folds_is_a_clear_error():
-    y = np.array([0] * 10 + [1] * 2)
-    with pytest.raises(UserError, match="class 1 has 2 training samples .* fewer than the 3 folds"):
-        make_folds(y, None, np.arange(12), 3, seed=0)
-
-
-def test_derived_seeds_are_stable_and_distinct():
-    assert derive_seed(42, "outer", 0) == derive_seed(42, "outer", 0)
-    assert len({derive_seed(42, "outer", k) for k in range(50)}) == 50
 
 
 def test_summary_optimism_by_hand():

@@ -1,5 +1,6 @@
 """fit_many against its oracle, fit(): every stacked model must train as fit() would train it alone."""
 
+import copy
 import math
 
 import numpy as np
@@ -10,7 +11,8 @@ import dlrig.train.batched as batched
 from dlrig.params import FitConfig
 from dlrig.train import fit, predict_proba
 from dlrig.train.batched import FitJob, batch_key, fit_many
-from dlrig.train.fit import early_stopping_split
+from dlrig.train.fit import early_stopping_split, l1_penalty
+from dlrig.train.infold import training_loss
 from dlrig.train.optim import build_optimizer, build_scheduler
 
 
@@ -54,7 +56,8 @@ def assert_same_training(X, y, result, ref, job, rtol=1e-4):
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=rtol, abs=1e-7), (key, got["epoch"])
     assert result.best_epoch == ref.best_epoch and result.stopped_early == ref.stopped_early
-    assert result.info["diverged"] == ref.info["diverged"]
+    for key in ("diverged", "pruned", "stop_reason"):
+        assert result.info[key] == ref.info[key], key
     # fit() returns positions inside the rows it got; fit_many maps them back to rows of X.
     assert np.array_equal(result.train_index, job.train_index[ref.train_index])
     assert np.array_equal(result.val_index, job.train_index[ref.val_index])
@@ -279,17 +282,102 @@ def test_a_diverging_model_stops_alone(data):
     assert_same_training(X_big, y, results[0], reference(X_big, y, calm), calm)
 
 
-def test_onecycle_formula_matches_torch():
-    model = torch.nn.Linear(2, 2)
-    for name, momentum in (("sgd", "momentum"), ("adam", "betas")):
-        config = BASE.with_overrides({"optim.name": name, "schedule.name": "onecycle", "optim.lr": 0.1,
-                                      "schedule.warmup_epochs": 2, "train.epochs": 7})
-        opt = build_optimizer(model, config.optim)
-        sched = build_scheduler(opt, config.schedule, config.optim.lr, 7, 5)
-        for k in range(35):
-            lr, cycled = batched._lr_momentum(config, k, 5)
-            group = opt.param_groups[0]
-            assert lr == group["lr"]
-            assert cycled == (group[momentum][0] if name == "adam" else group[momentum])
+# ------------------------------------------------------------ the stacked forms against fit()'s pieces
+@pytest.mark.parametrize("smoothing", [(0.0, 0.0, 0.0), (0.1, 0.1, 0.1), (0.0, 0.1, 0.3)])
+def test_stacked_loss_is_autograd_of_fits_loss(data, smoothing):
+    """The stack's loss and the logit gradient its backward pass starts from, against autograd of the
+    loss fit() trains with, model by model: padded rows and a model without a batch get nothing."""
+    X, y, folds = data
+    jobs = [FitJob(rows, BASE.with_overrides({"train.label_smoothing": e}), seed=i)
+            for i, (rows, e) in enumerate(zip(folds, smoothing, strict=False))]
+    stack = batched._Stack.create(X, y, 3, list(enumerate(jobs)), "cpu", None)
+    gen = torch.Generator().manual_seed(0)
+    M, W = 3, stack.width
+    logits = torch.randn(M, W, 3, generator=gen) * 2
+    target = torch.randint(0, 3, (M, W), generator=gen)
+    n_real = [W, W - 5, 0]
+    mask = torch.zeros(M, W)
+    for r, n in enumerate(n_real):
+        mask[r, :n] = 1.0
+    count = mask.sum(-1).clamp(min=1)
+    loss, grad = stack._loss(logits, target, mask, count, (mask / count.unsqueeze(-1)).unsqueeze(-1))
+    for r, (job, n) in enumerate(zip(jobs, n_real, strict=True)):
+        assert not grad[r, n:].any()
+        if n == 0:
+            assert loss[r] == 0
+            continue
+        z = logits[r, :n].clone().requires_grad_()
+        want = training_loss(y[job.train_index], 3, job.config.train)(z, target[r, :n])
+        want.backward()
+        assert float(loss[r]) == pytest.approx(float(want.detach()), rel=1e-6)
+        assert torch.allclose(grad[r, :n], z.grad, rtol=1e-5, atol=1e-7)
+
+
+STEP_CASES = {
+    "sgd": ({"optim.name": "sgd"}, True),
+    "sgd_nesterov_onecycle": ({"optim.name": "sgd", "optim.nesterov": True, "schedule.name": "onecycle"}, True),
+    "adam_fused": ({"optim.name": "adam"}, True),
+    "adam_unfused": ({"optim.name": "adam"}, False),
+    "adamw_onecycle_fused": ({"optim.name": "adamw", "schedule.name": "onecycle"}, True),
+    "adamw_unfused": ({"optim.name": "adamw", "schedule.name": "step", "schedule.step_size": 1}, False),
+}
+
+
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_stacked_step_is_fits_step(monkeypatch, case):
+    """An epoch of the stack's optimizer steps on random gradients, against what fit() does with the same
+    gradient for each model: autograd of ``l1 * l1_penalty`` added, ``clip_grad_norm_``, then
+    build_optimizer's step and build_scheduler's step. Every model has its own lr, weight decay, L1, clip,
+    momentum / beta1; a model with fewer rows gets no batch at an epoch's last step and must not move at
+    all, nor its optimizer state (the next epoch would show it)."""
+    overrides, fused = STEP_CASES[case]
+    monkeypatch.setattr(batched, "_FUSED_ADAM", fused)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, 40)
+    config = BASE.with_overrides({"model.hidden": 6, "model.norm": "layer", "train.batch_size": 8,
+                                  "train.epochs": 3, "train.early_stopping": None, **overrides})
+    per_model = [
+        {"optim.lr": 0.05, "optim.weight_decay": 0.0, "optim.l1": 0.0, "train.grad_clip": None},
+        {"optim.lr": 0.02, "optim.weight_decay": 0.1, "optim.l1": 1e-3, "train.grad_clip": 0.5,
+         "optim.momentum": 0.5, "optim.beta1": 0.8},
+        {"optim.lr": 0.1, "optim.weight_decay": 0.01, "optim.l1": 1e-2, "train.grad_clip": 100.0,
+         "optim.momentum": 0.0 if "nesterov" not in case else 0.7, "optim.beta2": 0.99},
+    ]
+    rows = [np.arange(24), np.arange(17), np.arange(12)]  # 3, 2 and 2 steps (17 = 2 * 8 + 1: merged)
+    jobs = [FitJob(r, config.with_overrides(o), seed=i) for i, (r, o) in enumerate(zip(rows, per_model, strict=True))]
+    stack = batched._Stack.create(X, y, 3, list(enumerate(jobs)), "cpu", None)
+    assert [m.steps for m in stack.models] == [3, 2, 2]
+    places = [(lo, hi, op["index"], name) for op in stack.ops for name, (lo, hi) in op.get("params", {}).items()]
+
+    def params(model):
+        return [(lo, hi, getattr(model[index], name)) for lo, hi, index, name in places]
+
+    refs = []
+    for m in stack.models:
+        model = copy.deepcopy(m.model)  # the weights the stack starts from
+        opt = build_optimizer(model, m.cfg.optim)
+        refs.append((model, opt, build_scheduler(opt, m.cfg.schedule, m.cfg.optim.lr, 3, m.steps)))
+    gen = torch.Generator().manual_seed(1)
+    for epoch, s in [(epoch, s) for epoch in (1, 2) for s in range(3)]:  # 2 epochs: state carries over
+        tables, calls = stack._tables(epoch, 3)
+        grad = torch.randn(stack.grad.shape, generator=gen)
+        active = torch.tensor([float(s < m.steps) for m in stack.models])
+        before = stack.theta.clone()
+        stack.grad.copy_(grad)
+        stack._update(tables[s], calls[s], active, bool(active.all()))
+        for r, (m, (model, opt, sched)) in enumerate(zip(stack.models, refs, strict=True)):
+            if s >= m.steps:
+                assert torch.equal(stack.theta[r], before[r]), (epoch, s, r)
+                continue
+            for lo, hi, p in params(model):
+                p.grad = grad[r, lo:hi].view_as(p).clone()
+            if m.cfg.optim.l1:
+                (m.cfg.optim.l1 * l1_penalty(model)).backward()  # fit's objective: loss + l1 * penalty
+            if m.cfg.train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), m.cfg.train.grad_clip)
             opt.step()
             sched.step()
+            want = torch.empty(stack.size)
+            for lo, hi, p in params(model):
+                want[lo:hi] = p.detach().reshape(-1)
+            assert torch.allclose(stack.theta[r], want, rtol=1e-5, atol=1e-6), (epoch, s, r)

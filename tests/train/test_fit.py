@@ -132,7 +132,8 @@ def _old_fit(X, y, n_classes, config, seed, on_epoch=None):
     from torch import nn
 
     from dlrig.models import build_model
-    from dlrig.train.fit import _evaluate, _training_loss, fit_standardizer, l1_penalty
+    from dlrig.train.fit import _evaluate, fit_standardizer, l1_penalty
+    from dlrig.train.infold import training_loss
     from dlrig.train.optim import build_optimizer, build_scheduler
 
     tcfg = config.train
@@ -140,7 +141,7 @@ def _old_fit(X, y, n_classes, config, seed, on_epoch=None):
     rng = torch.Generator().manual_seed(seed)
     fit_idx, val_idx = early_stopping_split(y, tcfg, seed)
     mean, scale = fit_standardizer(X[fit_idx], tcfg.standardize)
-    loss_fn = _training_loss(y[fit_idx], n_classes, tcfg)
+    loss_fn = training_loss(y[fit_idx], n_classes, tcfg)
     model = build_model(config.model, X.shape[1:], n_classes)
     model[0].mean.copy_(torch.from_numpy(mean))
     model[0].scale.copy_(torch.from_numpy(scale))

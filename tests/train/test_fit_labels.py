@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
-import dlrig.labels.detect as detect
-import dlrig.labels.imbalance as imbalance
+import dlrig.train.infold as infold
 from dlrig.params import parse_params
 from dlrig.train import fit, predict_proba
 from dlrig.train.fit import early_stopping_split
+
+fit_module = importlib.import_module("dlrig.train.fit")  # `dlrig.train.fit` the attribute is the function
 
 
 def config(**train):
@@ -44,7 +47,7 @@ def spy(monkeypatch, module, name):
 def test_resampling_draws_from_the_gradient_rows_only(monkeypatch, skewed, method):
     X, y = skewed
     cfg = config(resample=method)
-    calls = spy(monkeypatch, imbalance, "resample_indices")
+    calls = spy(monkeypatch, fit_module, "resample_indices")
     fit_idx, val_idx = early_stopping_split(y, cfg.train, seed=0)
     X = X.copy()
     X[val_idx] += 1000.0  # poisoned early-stopping rows: any use by the scaler or sampler shows
@@ -59,7 +62,7 @@ def test_resampling_draws_from_the_gradient_rows_only(monkeypatch, skewed, metho
 def test_class_weights_come_from_the_gradient_rows(monkeypatch, skewed):
     X, y = skewed
     cfg = config(class_weight="balanced")
-    calls = spy(monkeypatch, imbalance, "class_weights")
+    calls = spy(monkeypatch, infold, "class_weights")
     fit_idx, _ = early_stopping_split(y, cfg.train, seed=0)
     fit(X, y, 3, cfg, seed=0)
     (args, _), = calls
@@ -69,7 +72,7 @@ def test_class_weights_come_from_the_gradient_rows(monkeypatch, skewed):
 def test_noise_filter_looks_only_inside_the_gradient_rows(monkeypatch, skewed):
     X, y = skewed
     cfg = config(noise_filter="drop", noise_filter_folds=2)
-    calls = spy(monkeypatch, detect, "out_of_fold_proba")
+    calls = spy(monkeypatch, infold, "out_of_fold_proba")
     y_noisy = y.copy()
     flip = np.arange(0, 60, 7)
     y_noisy[flip] = (y_noisy[flip] + 1) % 3

@@ -13,6 +13,8 @@ from dlrig.train.losses import (
     LogitAdjustedCrossEntropy,
     SymmetricCrossEntropy,
     build_loss,
+    cross_entropy_grad,
+    cross_entropy_rows,
 )
 
 # The 3-sample example every known answer below is computed from by hand (plain math, no torch).
@@ -55,6 +57,46 @@ def test_cross_entropy_known_answer_and_torch_oracle():
     ours = CrossEntropy(K, label_smoothing=eps, class_weight=np.array(w))(logits(), target())
     oracle = nn.CrossEntropyLoss(weight=torch.tensor(w), label_smoothing=eps)(logits(), target())
     assert close(ours, hand) and close(ours, oracle)
+
+
+def stacked_logits(seed=0):
+    """Logits of 3 models x 5 rows x 4 classes (a stack), their targets, and one smoothing per model."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(3, 5, 4, generator=gen) * 3
+    t = torch.randint(0, 4, (3, 5), generator=gen)
+    return z, t, [0.0, 0.1, 0.35]
+
+
+def test_cross_entropy_rows_is_torchs_per_row_loss():
+    z, t, eps = stacked_logits()
+    logp = torch.log_softmax(z, -1)
+    for e in eps:  # one float: F.cross_entropy's own numbers, for any leading shape
+        want = nn.CrossEntropyLoss(label_smoothing=e, reduction="none")(z.view(-1, 4), t.view(-1)).view(3, 5)
+        assert torch.equal(cross_entropy_rows(logp, t, e), want), e
+    # one smoothing per model (a tensor [M, 1]): the same numbers, to float32 rounding
+    rows = cross_entropy_rows(logp, t, torch.tensor(eps).view(3, 1))
+    for m, e in enumerate(eps):
+        want = nn.CrossEntropyLoss(label_smoothing=e, reduction="none")(z[m], t[m])
+        assert torch.allclose(rows[m], want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("smoothing", ["none", "float", "per_model"])
+def test_cross_entropy_grad_is_autograd_of_the_loss(smoothing):
+    """The hand-written gradient the stacked trainer back-propagates, against autograd of losses.py's
+    CrossEntropy (fit()'s nn.CrossEntropyLoss), model by model."""
+    z, t, eps = stacked_logits(1)
+    if smoothing == "none":
+        eps, arg = [0.0] * 3, 0.0
+    elif smoothing == "float":
+        eps, arg = [0.2] * 3, 0.2
+    else:
+        arg = torch.tensor(eps).view(3, 1)
+    grad = cross_entropy_grad(torch.softmax(z, -1), t, arg)
+    for m, e in enumerate(eps):
+        zm = z[m].clone().requires_grad_()
+        CrossEntropy(4, label_smoothing=e).per_sample(zm, t[m]).sum().backward()
+        assert torch.allclose(grad[m], zm.grad, rtol=1e-5, atol=1e-6), m
+    assert torch.allclose(grad.sum(-1), torch.zeros(3, 5), atol=1e-6)  # softmax and q both sum to 1
 
 
 def test_gce_known_answer_and_limits():

@@ -20,8 +20,9 @@ from dlrig.evaluate.compare import (
     make_sklearn_baseline,
 )
 from dlrig.params import FitConfig, Params
-from dlrig.select.nested import derive_seed
-from dlrig.select.scorers import TorchScorer, score_proba
+from dlrig.seeds import derive_seed
+from dlrig.select.scorers import TorchScorer
+from dlrig.train.predict import score_proba
 
 
 class _Model:

@@ -1,19 +1,16 @@
-"""Class imbalance: induce it on purpose, then handle it -- weights, resampling, logit adjustment.
+"""Class imbalance: induce it on purpose, summarise it, and the prior arithmetic of logit adjustment.
 
 *Induce* (the labels stage, on the training split): :func:`induce_imbalance` keeps a seeded subset of the
 rows so that the largest class has ``ratio`` times as many samples as the smallest (rho = n_max / n_min).
 
-*Handle* (inside the fit of one fold): every function here that learns from labels takes the **training
-labels of that fold only** -- ``y_train`` -- and returns weights, a prior or row positions *into y_train*.
-Validation and test rows are never passed in, so they cannot leak into a weight or be duplicated by
-oversampling; the imbalanced-learn rule that samplers run only during ``fit``.
+*Handle* inside the fit of one fold -- class weights, resampling, the training loss -- is
+``dlrig.train.infold``: what is learned from a fold's labels is learned by the fit that uses it.
 
-- :func:`class_weights`: per-class loss weights ("balanced", "inverse_sqrt", "effective_number").
-- :func:`resample_indices`: random over- or undersampling of the training rows to equal class counts.
 - :func:`logit_adjustment`: ``tau * log(prior)`` (Menon et al. 2021). *Added* to the logits inside the
   training loss (the logit-adjusted loss, see ``dlrig.train.losses``) or *subtracted* from a plain model's
   logits at prediction (post-hoc adjustment). :func:`threshold_moving` is the post-hoc form on
-  probabilities (tau = 1): ``p_k / prior_k``, renormalised.
+  probabilities (tau = 1): ``p_k / prior_k``, renormalised. :func:`class_prior` estimates the prior from
+  the training labels of a fold (``y_train``), never from validation or test rows.
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ from dlrig.errors import UserError
 from dlrig.labels.noise import check_labels
 
 ImbalanceProfile = Literal["step", "linear", "exponential"]
-WeightScheme = Literal["balanced", "inverse_sqrt", "effective_number"]
-ResampleMethod = Literal["oversample", "undersample"]
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
@@ -118,68 +113,7 @@ def imbalance_summary(y: np.ndarray, n_classes: int) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------------------------------- handle
-def class_weights(
-    y_train: np.ndarray, n_classes: int, scheme: WeightScheme = "balanced", beta: float = 0.999
-) -> np.ndarray:
-    """Per-class loss weights from the training labels of one fold, float64 of length ``n_classes``.
-
-    - ``balanced``: n / (K * n_k) -- sklearn's ``compute_class_weight("balanced")``;
-    - ``inverse_sqrt``: proportional to 1 / sqrt(n_k);
-    - ``effective_number``: proportional to (1 - beta) / (1 - beta^n_k) (Cui et al. 2019); beta = 0 is no
-      reweighting, beta -> 1 approaches ``balanced``.
-
-    All are scaled so that sum_k n_k w_k = n: the average training sample keeps weight 1, so the loss
-    scale (and the learning rate that suits it) does not change. K counts the classes present; a class
-    with no training sample gets weight 0 -- it is never a target, so its weight is never used.
-    """
-    counts = class_counts(y_train, n_classes).astype(np.float64)
-    present = counts > 0
-    if not present.any():
-        raise ValueError("y_train is empty: no class weights to estimate")
-    raw = np.zeros(n_classes)
-    if scheme == "balanced":
-        raw[present] = 1.0 / counts[present]
-    elif scheme == "inverse_sqrt":
-        raw[present] = 1.0 / np.sqrt(counts[present])
-    elif scheme == "effective_number":
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1) for effective_number weights (got {beta})")
-        raw[present] = (1.0 - beta) / (1.0 - beta ** counts[present])
-    else:
-        raise ValueError(
-            f"scheme must be one of ['balanced', 'inverse_sqrt', 'effective_number'] (got {scheme!r})"
-        )
-    return raw * counts.sum() / (raw * counts).sum()
-
-
-def resample_indices(y_train: np.ndarray, n_classes: int, method: ResampleMethod, seed: int) -> np.ndarray:
-    """Sorted positions *into y_train* that balance the classes of one training fold.
-
-    ``oversample``: every present class is brought up to the largest count -- all its rows once, plus
-    rows drawn with replacement. ``undersample``: every present class keeps the smallest count, drawn
-    without replacement. Use as ``X_fit, y_fit = X_train[pos], y_train[pos]`` inside the fold: the
-    early-stopping and test rows are never resampled (a duplicated row on both sides would leak).
-    """
-    y_train = check_labels(y_train, n_classes, "y_train")
-    counts = class_counts(y_train, n_classes)
-    if counts.sum() == 0:
-        raise ValueError("y_train is empty: nothing to resample")
-    if method not in ("oversample", "undersample"):
-        raise ValueError(f"method must be one of ['oversample', 'undersample'] (got {method!r})")
-    rng = np.random.default_rng(seed)
-    present = np.flatnonzero(counts)
-    goal = counts[present].max() if method == "oversample" else counts[present].min()
-    parts = []
-    for c in present:
-        rows = np.flatnonzero(y_train == c)
-        if method == "oversample":
-            parts += [rows, rng.choice(rows, size=goal - len(rows), replace=True)]
-        else:
-            parts.append(rng.choice(rows, size=goal, replace=False))
-    return np.sort(np.concatenate(parts)).astype(np.int64)
-
-
+# --------------------------------------------------------------------------------- logit adjustment
 def _check_prior(class_prior: np.ndarray) -> np.ndarray:
     prior = np.asarray(class_prior, dtype=np.float64)
     if prior.ndim != 1 or len(prior) < 2:
@@ -221,11 +155,9 @@ def threshold_moving(proba: np.ndarray, class_prior: np.ndarray) -> np.ndarray:
 __all__ = [
     "class_counts",
     "class_prior",
-    "class_weights",
     "imbalance_summary",
     "induce_imbalance",
     "logit_adjustment",
-    "resample_indices",
     "target_counts",
     "threshold_moving",
 ]

@@ -5,12 +5,13 @@ with its interval; when the labels stage corrupted the training labels, the clea
 CV score says which labels it was measured against), how the hyperparameters were selected and how far to
 trust that choice, how the tuned model compares with the baselines, how the final training went, how well
 calibrated its probabilities are, the per-class results, what was done to the labels and what label checks
-found, and the data checks.
+found, and the data checks. It reads no study result: the studies (``studies/dvc.yaml``) have their own
+page, reports/studies/report.html (:mod:`dlrig.report.studies`), which the Labels section links to.
 Each long section lives in its own module (selection, baselines, calibration, labels); this one reads and
 checks the inputs and assembles the page. Nothing is re-trained or re-scored here.
 
-The page embeds its figures as base64 PNGs and its CSS inline, loads nothing from anywhere and needs
-no JavaScript, so it can be mailed, archived or opened offline.
+The page (:func:`dlrig.report.markup.page`) embeds its figures as base64 PNGs and its CSS inline, loads
+nothing from anywhere and needs no JavaScript, so it can be mailed, archived or opened offline.
 It carries no timestamp and no absolute path: the same inputs give a byte-identical page, so git and
 ``dvc`` see a change only when a result changed.
 """
@@ -36,15 +37,8 @@ from dlrig.report.figures import (
     per_class_recall_figure,
     reliability_figure,
 )
-from dlrig.report.labels import (
-    STUDY_COMMAND,
-    STUDY_REL,
-    check_labels,
-    check_study,
-    labels_section,
-    training_label_caveat,
-)
-from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, pct, plain
+from dlrig.report.labels import check_labels, labels_section, training_label_caveat
+from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, page, pct, plain
 from dlrig.report.selection import selection_section
 
 # input file (relative to reports_dir) -> the stage that writes it
@@ -60,12 +54,9 @@ INPUTS = {
     "labels": ("labels.json", "labels"),
     "detect": ("detect.json", "detect"),
 }
-# Read when present: the evaluate stage writes the first exactly when it fitted a temperature (and the
-# report then requires it); the label study is optional and not part of the default pipeline.
-OPTIONAL_INPUTS = {
-    "reliability_after": ("plots/reliability_after.json", "evaluate"),
-    "study": (STUDY_REL, STUDY_COMMAND),
-}
+# The evaluate stage writes this exactly when it fitted a temperature, and the report then requires it.
+# No study result is read here: studies/dvc.yaml has its own report stage (dlrig.report.studies).
+OPTIONAL_INPUTS = {"reliability_after": ("plots/reliability_after.json", "evaluate")}
 LIST_INPUTS = {"folds", "reliability_before", "reliability_after"}  # JSON arrays; the others are objects
 FIGURES = {
     "curves": "learning_curves.png",
@@ -83,10 +74,6 @@ CI_KEYS = ("accuracy", "balanced_accuracy", "macro_f1")  # test.ci95: evaluate's
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def _writer(stage: str) -> str:
-    return stage if stage.startswith("`") else f"the {stage} stage"
-
-
 def _load_input(reports_dir: Path, name: str) -> Any:
     rel, stage = INPUTS.get(name) or OPTIONAL_INPUTS[name]
     path = reports_dir / rel
@@ -99,7 +86,7 @@ def _load_input(reports_dir: Path, name: str) -> Any:
     if not isinstance(data, kind):
         raise UserError(
             f"{path}: expected a JSON {'array' if kind is list else 'object'} (written by "
-            f"{_writer(stage)}), got {type(data).__name__}"
+            f"the {stage} stage), got {type(data).__name__}"
         )
     return data
 
@@ -162,10 +149,6 @@ def load_inputs(reports_dir: str | Path, params_path: str | Path) -> dict[str, A
     # After temperature scaling: required exactly when a temperature was fitted.
     scaled = bool(inputs["metrics"]["calibration"]["temperature_fitted"])
     inputs["reliability_after"] = _load_input(reports_dir, "reliability_after") if scaled else None
-    study_path = reports_dir / OPTIONAL_INPUTS["study"][0]
-    inputs["study"] = _load_input(reports_dir, "study") if study_path.is_file() else None
-    if inputs["study"] is not None:
-        check_study(study_path, inputs["study"])
     raw_params = read_yaml(params_path)
     if raw_params is not None and not isinstance(raw_params, dict):
         raise UserError(f"{params_path}: must be a mapping of sections")
@@ -475,69 +458,6 @@ def _params(raw: Mapping[str, Any]) -> str:
     return f'<section id="params"><h2>Parameters used</h2><pre><code>{esc(text)}</code></pre></section>'
 
 
-_CSS = """
-:root { --fg: #1f2328; --muted: #59636e; --border: #d1d9e0; --soft: #f6f8fa;
-        --pass: #1a7f37; --fail: #cf222e; --fail-bg: #ffebe9; --accent: #0969da;
-        --warn: #bf8700; --warn-bg: #fff8c5; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff; line-height: 1.5;
-       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1040px; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
-header h1 { margin: 0 0 .25rem; font-size: 1.8rem; }
-header p { margin: 0; color: var(--muted); }
-nav { margin: 1rem 0 0; font-size: .92rem; }
-nav a { color: var(--accent); text-decoration: none; margin-right: 1rem; }
-nav a:hover { text-decoration: underline; }
-h2 { font-size: 1.3rem; margin: 2.5rem 0 1rem; padding-bottom: .3rem;
-     border-bottom: 1px solid var(--border); }
-h3 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: .75rem; }
-.card { border: 1px solid var(--border); border-radius: 8px; padding: .8rem 1rem; background: var(--soft); }
-.card .label { color: var(--muted); font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; }
-.card .value { font-size: 1.75rem; font-weight: 600; font-variant-numeric: tabular-nums; }
-.card .hint { color: var(--muted); font-size: .78rem; }
-.card .ci { font-size: .85rem; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table { border-collapse: collapse; width: 100%; font-size: .92rem; margin: .5rem 0 1rem; }
-th, td { border: 1px solid var(--border); padding: .35rem .6rem; text-align: left; vertical-align: top; }
-thead th { background: var(--soft); }
-table.kv { width: auto; min-width: 50%; }
-table.kv th { background: var(--soft); font-weight: 500; white-space: nowrap; }
-.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.fail td { background: var(--fail-bg); }
-tr.trust td { background: #ddf4ff; }
-table.tests { table-layout: fixed; }
-table.tests th:first-child { width: 30%; }
-table.tests th:nth-child(2) { width: 33%; }
-td.details { color: var(--muted); font-size: .85rem; word-break: break-word; }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .88em; }
-.badge { display: inline-block; padding: .05rem .6rem; border-radius: 999px; font-size: .78rem;
-         font-weight: 600; color: #fff; }
-.badge.pass { background: var(--pass); }
-.badge.fail { background: var(--fail); }
-.badge.neutral { background: #6e7781; }
-.badge.delicate { background: #bc4c00; }
-.badge.permissive { background: var(--pass); }
-.outcome { font-size: 1rem; }
-.estimate { border: 1px solid var(--border); border-left: 4px solid var(--accent); border-radius: 8px;
-            padding: .8rem 1rem; background: var(--soft); margin-bottom: .5rem; }
-.estimate.optimistic { border-left-color: var(--warn); }
-.estimate .label { color: var(--muted); font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; }
-.estimate .value { font-size: 1.35rem; font-weight: 600; font-variant-numeric: tabular-nums; }
-.estimate .hint { color: var(--muted); font-size: .85rem; }
-.note { color: var(--muted); font-size: .88rem; }
-ul.warnings { background: var(--warn-bg); border: 1px solid var(--warn); border-radius: 6px;
-              padding: .6rem 1rem .6rem 2rem; }
-ul.warnings li { margin: .2rem 0; }
-figure { margin: 1.25rem 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--border);
-             border-radius: 6px; }
-figcaption { color: var(--muted); font-size: .88rem; margin-top: .4rem; }
-details summary { cursor: pointer; color: var(--accent); margin: .5rem 0; }
-pre { background: var(--soft); border: 1px solid var(--border); border-radius: 6px; padding: 1rem;
-      overflow-x: auto; font-size: .85rem; line-height: 1.4; }
-footer { margin-top: 3rem; color: var(--muted); font-size: .82rem; }
-@media print { nav { display: none; } section { break-inside: avoid-page; } }
-"""
 
 
 def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: str) -> str:
@@ -549,20 +469,17 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
         f"{len(classes)} classes · {num(int(test['n']))} test samples · data validation "
         f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
     )
-    nav = "".join(
-        f'<a href="#{anchor}">{esc(label)}</a>'
-        for anchor, label in (
-            ("headline", "Headline"),
-            ("selection", "Model selection"),
-            ("baselines", "Baselines"),
-            ("training", "Training"),
-            ("calibration", "Calibration"),
-            ("per-class", "Per class"),
-            ("labels", "Labels"),
-            ("validation", "Validation"),
-            ("split", "Split"),
-            ("params", "Params"),
-        )
+    nav = (
+        ("headline", "Headline"),
+        ("selection", "Model selection"),
+        ("baselines", "Baselines"),
+        ("training", "Training"),
+        ("calibration", "Calibration"),
+        ("per-class", "Per class"),
+        ("labels", "Labels"),
+        ("validation", "Validation"),
+        ("split", "Split"),
+        ("params", "Params"),
     )
     sources = ", ".join(
         [rel for rel, _ in INPUTS.values()]
@@ -581,23 +498,17 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
                 figures["reliability"],
             ),
             _per_class(test, classes, figures["recall"], figures["confusion"]),
-            labels_section(inputs["labels"], inputs["detect"], inputs["study"], classes, inputs["params"]),
+            labels_section(inputs["labels"], inputs["detect"], classes, inputs["params"]),
             _validation(inputs["validation"]),
             _split(inputs["split"], classes),
             _params(inputs["params"]),
         ]
     )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p><nav>{nav}</nav></header>\n"
-        f"{body}\n"
-        f"<footer>Built by dlrig {esc(dlrig.__version__)} from the saved results ({esc(sources)}) and "
-        "params.yaml; nothing was re-trained to make this page.</footer>\n"
-        "</main>\n</body>\n</html>\n"
+    footer = (
+        f"Built by dlrig {esc(dlrig.__version__)} from the saved results ({esc(sources)}) and params.yaml; "
+        "nothing was re-trained to make this page."
     )
+    return page(title, body, subtitle=esc(subtitle), nav=nav, footer=footer)
 
 
 def build_report(

@@ -1,10 +1,11 @@
-"""The report's "Labels" section: what the labels stage injected, what the detect stage found, and the
-optional label study.
+"""The report's "Labels" section: what the labels stage injected, what the detect stage found, and where
+the label study's results are.
 
-Inputs: ``labels.json`` (``dlrig.labels.corrupt.corrupt_training_labels``), ``detect.json`` (the detect
+Inputs: ``labels.json`` (``dlrig.labels.corrupt.corrupt_training_labels``) and ``detect.json`` (the detect
 stage: ``find_label_issues``'s summary, plus ``detection_scores`` against the injected flips when there
-were any) and, when ``dvc repro studies/dvc.yaml`` has run, ``studies/labels.json``
-(``dlrig.labels.study.run_study``).
+were any). The label study (``dlrig.studies.labels``) is not read here: it is not part of the default
+pipeline, so a dep on its results would pull it into every ``dvc repro``, and reading them undeclared would
+show stale numbers. Its section is on the studies page (``dlrig.report.studies``); this one links to it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 from dlrig.errors import UserError
 from dlrig.report.markup import esc, finite, kv_table, num, pct
 
-STUDY_REL = "studies/labels.json"  # optional: written by `dvc repro studies/dvc.yaml`
-STUDY_COMMAND = "dvc repro studies/dvc.yaml"
+STUDIES_COMMAND = "dvc repro studies/dvc.yaml"
+STUDIES_PAGE = "studies/report.html"  # the studies' report stage writes it, relative to reports/report.html
 DETECT_KEYS = (
     "n",
     "n_splits",
@@ -51,17 +52,6 @@ def check_labels(
     missing = [k for k in DETECT_KEYS if k not in detect] if detect["enabled"] else []
     if missing:
         raise UserError(f"{detect_path}: lacks {missing} (re-run the detect stage)")
-
-
-def check_study(path: Path, study: Any) -> None:
-    ok = isinstance(study, dict) and all(isinstance(study.get(k), dict) for k in ("noise", "imbalance"))
-    ok = ok and all(isinstance(study[k].get("table"), list) for k in ("noise", "imbalance"))
-    ok = ok and isinstance(study.get("detection"), dict) and isinstance(study.get("wrong_vs_right"), dict)
-    if not ok:
-        raise UserError(
-            f"{path}: expected 'noise', 'imbalance' (each with a 'table'), 'detection' and 'wrong_vs_right' "
-            f"(written by `{STUDY_COMMAND}`; re-run it or delete the file)"
-        )
 
 
 def _param(params: Mapping[str, Any], *keys: str) -> Any:
@@ -230,95 +220,24 @@ def _detection(detect: Mapping[str, Any], classes: Sequence[str]) -> str:
     )
 
 
-def _bold_if(value: Any, best: Any) -> str:
-    text = esc(num(value))
-    return f"<strong>{text}</strong>" if value == best else text
-
-
-def _sweep(rows: Sequence[Mapping[str, Any]], first: str, label: str) -> str:
-    """A study table: one row per setting, one column per option, the best of each row in bold."""
-    if not rows:
-        return "<p>No rows.</p>"
-    cols = [c for c in rows[0] if c != first]
-    head = f"<th>{esc(label)}</th>" + "".join(f'<th class="num">{esc(c)}</th>' for c in cols)
-    body = []
-    for row in rows:
-        values = [row.get(c) for c in cols]
-        best = max((v for v in values if finite(v)), default=None)
-        setting = row.get(first)
-        cells = "".join(f'<td class="num">{_bold_if(v, best)}</td>' for v in values)
-        body.append(f"<tr><td>{esc(f'{setting:g}' if finite(setting) else setting)}</td>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _wrong_vs_right(w: Mapping[str, Any]) -> str:
-    metric = esc(str(w.get("metric", "")).replace("_", " "))
-    ratio = w.get("ratio")
-    rows = []
-    for way, text in (
-        ("wrong", "wrong: oversample, then split into folds"),
-        ("right", "right: split, then oversample inside each training fold"),
-    ):
-        scores = w.get(way) or {}
-        optimism = scores.get("optimism")
-        rows.append(
-            f'<tr><td>{esc(text)}</td><td class="num">{esc(num(scores.get("cv")))}</td>'
-            f'<td class="num">{esc(num(scores.get("test")))}</td>'
-            f'<td class="num">{esc(f"{optimism:+.4f}" if finite(optimism) else "n/a")}</td></tr>'
-        )
+def _studies_pointer() -> str:
+    """Where the label study's results live; it reads nothing, so it can never show stale numbers."""
     return (
-        "<p><strong>Oversampling before the folds (wrong) vs inside each training fold (right), imbalance "
-        f"ratio {esc(f'{ratio:g}' if finite(ratio) else ratio)}, {esc(w.get('folds'))} folds</strong></p>"
-        f'<table><thead><tr><th>Way</th><th class="num">CV {metric}</th><th class="num">Test {metric}</th>'
-        f'<th class="num">Optimism (CV − test)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        '<p class="note">Oversampling before splitting puts copies of one row on both sides of a fold, so '
-        "the CV score flatters; the test score shows which estimate was honest.</p>"
-    )
-
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _study(study: Mapping[str, Any] | None) -> str:
-    head = "<h3>Study: noise and imbalance on this data set</h3>"
-    if study is None:
-        return head + (
-            f"<p>Not run: <code>{esc(STUDY_COMMAND)}</code> writes reports/{esc(STUDY_REL)}, and this "
-            "section then shows its tables (test accuracy against noise rate, balanced accuracy against "
-            "imbalance ratio, detection against the truth, oversampling before vs inside the folds).</p>"
-        )
-    noise, imbalance, d = study["noise"], study["imbalance"], study["detection"]
-    rate = f"{d['rate']:.0%}" if finite(d.get("rate")) else "n/a"
-    detection = (
-        f"Detecting {rate} injected symmetric noise (realised {pct(d.get('realised_rate'))}) from "
-        f"out-of-fold probabilities: estimated noise rate {pct(d.get('estimated_rate'))}; precision "
-        f"{num(d.get('precision'), 3)}, recall {num(d.get('recall'), 3)}, F1 {num(d.get('f1'), 3)}."
-    )
-    noise_title = f"{_cap(noise.get('metric', 'test accuracy'))} against {noise.get('kind', '')} label noise"
-    imbalance_title = (
-        f"{_cap(imbalance.get('metric', 'test balanced accuracy'))} against {imbalance.get('profile', '')} "
-        "class imbalance"
-    )
-    return (
-        f"{head}<p>From reports/{esc(STUDY_REL)}: each model trained on the training split with corrupted "
-        "labels and was scored on the clean test split; the best option in each row is in bold.</p>"
-        f"<p><strong>{esc(noise_title)}</strong></p>{_sweep(noise['table'], 'rate', 'noise rate')}"
-        f"<p><strong>{esc(imbalance_title)}</strong></p>"
-        f"{_sweep(imbalance['table'], 'ratio', 'n_max / n_min')}"
-        f"<p><strong>Detection</strong></p><p>{esc(detection)}</p>"
-        f"{_wrong_vs_right(study['wrong_vs_right'])}"
+        "<h3>Study: noise and imbalance on this data set</h3>"
+        "<p>The label study trains on the training split with injected noise and imbalance and scores on the "
+        "clean test split: test accuracy against the noise rate for plain and robust losses, balanced "
+        "accuracy against the imbalance ratio for each way of handling it, detection against the injected "
+        "flips, and oversampling before vs inside the folds. It is not part of this pipeline: "
+        f"<code>{esc(STUDIES_COMMAND)}</code> runs it and writes "
+        f'<a href="{esc(STUDIES_PAGE)}">reports/{esc(STUDIES_PAGE)}</a>, a page of its own with the '
+        "study's tables and figures; this page reads none of its results.</p>"
     )
 
 
 def labels_section(
-    labels: Mapping[str, Any],
-    detect: Mapping[str, Any],
-    study: Mapping[str, Any] | None,
-    classes: Sequence[str],
-    params: Mapping[str, Any],
+    labels: Mapping[str, Any], detect: Mapping[str, Any], classes: Sequence[str], params: Mapping[str, Any]
 ) -> str:
     return (
         '<section id="labels"><h2>Labels</h2>'
-        f"{_injected(labels, classes, params)}{_detection(detect, classes)}{_study(study)}</section>"
+        f"{_injected(labels, classes, params)}{_detection(detect, classes)}{_studies_pointer()}</section>"
     )

@@ -14,19 +14,17 @@ config is selected the same way on the whole training split. The driver does not
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from dlrig.data.folds import Folds, make_folds
 from dlrig.errors import UserError
 from dlrig.params import CvParams, SearchParams
+from dlrig.seeds import derive_seed
 from dlrig.select.search import Pruner, SearchResult, Trial, run_search
 from dlrig.select.space import Dimension
-
-Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
 class Scorer(Protocol):
@@ -39,32 +37,6 @@ class Scorer(Protocol):
     def holdout(
         self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int
     ) -> dict[str, float]: ...
-
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A seed for one job, derived (not drawn) from the params seed and the job's place in the design."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") % (2**31 - 1)
-
-
-def make_folds(y: np.ndarray, groups: np.ndarray | None, rows: np.ndarray, n_splits: int, seed: int) -> Folds:
-    """Stratified (and grouped, when groups are given) folds over ``rows``, as positions into y."""
-    y_rows = y[rows]
-    counts = np.bincount(y_rows)
-    present = counts[counts > 0]
-    if present.min() < n_splits:
-        k = int(np.flatnonzero(counts == present.min())[0])
-        raise UserError(
-            f"cv: class {k} has {present.min()} training samples in a set of {len(rows)}, fewer than the "
-            f"{n_splits} folds asked for; lower cv.outer_folds / cv.inner_folds or collect more data"
-        )
-    if groups is not None:
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        parts = splitter.split(np.zeros(len(rows)), y_rows, groups[rows])
-    else:
-        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        parts = splitter.split(np.zeros(len(rows)), y_rows)
-    return [(rows[a], rows[b]) for a, b in parts]
 
 
 def _where(where: tuple) -> str:

@@ -25,21 +25,9 @@ from dlrig.io import immediate, save_json
 from dlrig.params import FitConfig
 from dlrig.select.search import Pruner, Trial
 from dlrig.train.callbacks import Callback
+from dlrig.train.predict import score_proba
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "neg_log_loss")
-
-
-def score_proba(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
-    """The selection metrics (higher is better for all four) from predicted probabilities."""
-    from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss
-
-    pred = proba.argmax(1)
-    return {
-        "accuracy": float((pred == y).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0)),
-        "neg_log_loss": -float(log_loss(y, np.clip(proba, 1e-15, 1), labels=np.arange(n_classes))),
-    }
 
 
 def _digest(*parts: Any) -> str:

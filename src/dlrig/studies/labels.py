@@ -8,6 +8,7 @@
   inside each training fold, side by side with the test score that tells which estimate was honest.
 
 Every fit is an independent job (joblib processes, one torch thread each); seeds are derived.
+``run(params, train, test)`` is the study; ``markdown`` renders its results as the stage's table.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from dlrig.data.dataset import Dataset
+from dlrig.data.folds import make_folds
 from dlrig.labels.detect import detection_scores, find_label_issues
-from dlrig.labels.imbalance import induce_imbalance, resample_indices
+from dlrig.labels.imbalance import induce_imbalance
 from dlrig.labels.noise import inject_noise
-from dlrig.params import FitConfig
-from dlrig.select.nested import derive_seed, make_folds
-from dlrig.select.scorers import score_proba
+from dlrig.params import FitConfig, Params
+from dlrig.seeds import derive_seed
+from dlrig.train.infold import resample_indices
+from dlrig.train.predict import score_proba
 
 # Plain cross-entropy trains to the last epoch (no early stopping), so it memorises the flipped labels;
 # every other column is one way of handling noise. The robust losses fit more slowly than CE (GCE with
@@ -70,6 +73,14 @@ def _run(jobs: list[tuple], n_jobs: int) -> list[dict[str, float]]:
 
         return Parallel(n_jobs=n_jobs, backend="loky")(delayed(_job)(*j) for j in jobs)
     return [_job(*j) for j in jobs]
+
+
+def run(params: Params, train: Dataset, test: Dataset) -> dict[str, Any]:
+    """The study as ``params.studies.labels`` sets it up: fits on ``train``, scores on the clean ``test``."""
+    cfg = params.studies.labels
+    return run_study(train, test, params.fit_config(), seed=params.seed, noise_rates=cfg.noise_rates,
+                     ratios=cfg.ratios, detect_rate=cfg.detect_rate, wrong_right_ratio=cfg.wrong_right_ratio,
+                     folds=cfg.folds, n_jobs=params.compute.n_jobs)
 
 
 def run_study(train: Dataset, test: Dataset, base: FitConfig, *, seed: int, noise_rates: list[float],

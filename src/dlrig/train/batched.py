@@ -7,20 +7,45 @@ step for all of them at once -- batched matrix products, a hand-written backward
 model's gradients into one ``grad[M, P]`` -- and updates them all together, each model with its own lr,
 weight decay, betas, clipping, schedule, epochs and early stopping.
 
-``fit()`` stays the reference; each model here follows it step for step:
+``fit()`` stays the reference; each model here follows it step for step, and what training *means* is
+written once, in the modules fit() uses, and imported here:
 
-- the same rows: early-stopping split by ``fit.early_stopping_split`` and scaler by ``fit_standardizer``
+- the rows: the early-stopping split (``fit.early_stopping_split``) and the scaler (``fit_standardizer``)
   on the job's own fit rows only (no model sees another model's rows, or its own validation rows);
-- the same initial weights (``build_model`` under ``torch.manual_seed(seed)``, then stacked), the same
-  batch order (a ``torch.Generator`` per model seeded like fit's), the same last-batch rule, the same
-  per-batch schedule (``lr_factor`` / torch's OneCycleLR formula), the same backward kernels as autograd,
-  the same optimizer arithmetic (SGD: torch's single-tensor path, vectorised over models; Adam/AdamW:
-  torch's fused kernel, once per set of models with equal scalars, or the single-tensor path vectorised
-  when torch has no fused kernel), the same clipping, L1, label smoothing, early stopping with
-  best-state restore, divergence and pruning rules (``on_epoch`` returning False);
-- a model with no batch at a step (fewer fit rows -> fewer steps per epoch) is not updated; models of a
-  group with different row counts get padded batches whose padding is masked out of the loss; a model
-  that has finished (epochs, early stopping, divergence, pruning) leaves the stack.
+- the loss and its gradient: ``losses.cross_entropy_rows`` (torch's label-smoothing formula; fit trains
+  with ``nn.CrossEntropyLoss``) and ``losses.cross_entropy_grad`` (softmax minus the smoothed targets,
+  what autograd gets from that loss); validation is plain CE, as fit's;
+- the schedule: ``optim.schedule_at``, the lr (and the momentum / beta1 onecycle cycles) that fit's
+  ``build_scheduler`` sets at every step (its ``lr_factor`` and OneCycle warm-up share);
+- the optimizer: which parameters weight decay and L1 touch (``optim.decays``), and the update rules
+  ``optim.add_weight_decay``, ``sgd_update``, ``adam_coefficients`` / ``adam_update`` -- torch.optim's
+  single-tensor arithmetic with one set of scalars per row of ``theta``;
+- early stopping and pruning: fit's own callbacks (``callbacks.EarlyStopping``, ``EpochFunction`` for
+  ``on_epoch``), one set per model, in fit's order; the divergence message is ``fit.failure_reason``;
+- the same initial weights (``build_model`` under ``torch.manual_seed(seed)``, then stacked) and the same
+  batch order (a ``torch.Generator`` per model seeded like fit's).
+
+What stays written here, and why; each is held numerically to fit()'s own piece by
+tests/train/test_batched.py (``test_stacked_loss_is_autograd_of_fits_loss``,
+``test_stacked_step_is_fits_step``, and end to end ``test_matches_fit``):
+
+- the backward pass: no autograd graph over the stack (the engine's per-op bookkeeping is the overhead
+  stacking removes); a hand-written pass through the same aten backward kernels autograd runs, writing
+  every model's gradients into one ``grad[M, P]``;
+- the L1 gradient ``l1 * sign(W)`` (fit: autograd of ``fit.l1_penalty``) and clipping per model,
+  ``g * min(clip / (||g|| + 1e-6), 1)`` (fit: ``nn.utils.clip_grad_norm_``): torch's functions take one
+  model's parameters and one float bound, so using them would mean a Python loop over the models at every
+  step; here each row has its own bound, in one tensor operation;
+- Adam/AdamW through torch's fused kernel (``torch._fused_adam_`` / ``_fused_adamw_``) where torch has
+  one: one pass over memory instead of the nine of ``optim.adam_update`` (the fallback), called once per
+  set of models with equal scalars. Same formulas as fit's ``torch.optim.Adam``; the last bit of rounding
+  may differ;
+- the last-batch rule (steps per epoch) and the batch slicing (``_plan``, vectorised), which fit() writes
+  inline rather than in a function this module could import;
+- what only a stack has: a model with no batch at a step (fewer fit rows -> fewer steps per epoch) is
+  not updated (zero gradient and decay, the scalars of a step that changes nothing); models of a group
+  with different row counts get padded batches whose padding is masked out of the loss; a model that has
+  finished (epochs, early stopping, divergence, pruning) leaves the stack.
 
 With dropout 0 the histories and predictions agree with ``fit()`` to float32 rounding (tests/train/
 test_batched.py). Dropout masks come from one generator per stack, not fit's global RNG: statistically
@@ -35,7 +60,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -45,8 +70,25 @@ from torch import nn
 
 from dlrig.models import Standardize, build_model
 from dlrig.params import FitConfig
-from dlrig.train.fit import FitResult, early_stopping_split, fit, fit_standardizer, resolve_device
-from dlrig.train.optim import lr_factor
+from dlrig.train.callbacks import Callback, EarlyStopping, EpochFunction, FitState
+from dlrig.train.fit import (
+    FitResult,
+    early_stopping_split,
+    failure_reason,
+    fit,
+    fit_standardizer,
+    resolve_device,
+)
+from dlrig.train.losses import cross_entropy_grad, cross_entropy_rows
+from dlrig.train.optim import (
+    ADAM_NO_STEP,
+    adam_coefficients,
+    adam_update,
+    add_weight_decay,
+    decays,
+    schedule_at,
+    sgd_update,
+)
 
 # Called after every epoch of every model with (position of its job in ``jobs``, the epoch record);
 # returning False stops that model (as fit's on_epoch does).
@@ -185,36 +227,19 @@ def _fit_one(X, y, n_classes, i, job, device, on_epoch) -> FitResult:
     return result
 
 
-# ------------------------------------------------------------------------------------------ schedules
-def _onecycle(k: int, total: int, pct_start: float, max_lr: float) -> tuple[float, float]:
-    """torch.optim.lr_scheduler.OneCycleLR (cos, two phases, defaults) at step ``k``: (lr, momentum)."""
-    initial = max_lr / 25.0
-    phases = [
-        (float(pct_start * total) - 1, initial, max_lr, 0.95, 0.85),
-        (total - 1, max_lr, initial / 1e4, 0.85, 0.95),
-    ]
-    start = 0.0
-    for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
-        if k <= end or i == len(phases) - 1:
-            pct = (k - start) / (end - start)
-            cos_out = math.cos(math.pi * pct) + 1
-            return lr1 + (lr0 - lr1) / 2.0 * cos_out, m1 + (m0 - m1) / 2.0 * cos_out
-        start = end
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _lr_momentum(config: FitConfig, k: int, steps_per_epoch: int) -> tuple[float, float | None]:
-    """Learning rate at optimizer step ``k`` (0-based) as build_scheduler sets it, and the beta1/momentum
-    OneCycleLR cycles (None: the config's own)."""
-    sched, epochs, lr = config.schedule, config.train.epochs, config.optim.lr
-    if sched.name != "onecycle":
-        return lr * lr_factor(sched, k, epochs, steps_per_epoch), None
-    total = epochs * steps_per_epoch
-    pct = min(max(sched.warmup_epochs / epochs, 1 / total), 0.5) if sched.warmup_epochs else 0.3
-    return _onecycle(k, total, pct, lr)
-
-
 # ---------------------------------------------------------------------------------------- the stack
+class _NoSnapshot:
+    """``FitState.model`` for fit's EarlyStopping on a stacked model: the callback snapshots
+    ``state_dict()`` when a model improves, but the stack keeps every model's best weights itself (rows of
+    ``best_theta``), so the callback's copy is empty. ``on_fit_end`` (its restore) is never called."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+_NO_SNAPSHOT = _NoSnapshot()
+
+
 @dataclass
 class _Model:
     """Host-side state of one model of the stack (what fit() keeps in local variables)."""
@@ -227,18 +252,30 @@ class _Model:
     gen: torch.Generator  # batch order, seeded like fit()'s
     batch_size: int
     steps: int  # steps per epoch
-    best_value: float
-    best_epoch: int
-    history: list = field(default_factory=list)
-    bad_epochs: int = 0
-    stopped: bool = False
-    pruned: bool = False
+    state: FitState  # what fit's callbacks see: epoch, history, stop, stop_reason, pruned
+    hooks: list[Callback]  # fit's own epoch callbacks, in fit's order: on_epoch (pruning), early stopping
+    early: EarlyStopping | None
     diverged: bool = False
-    best_updates: int | None = None  # optimizer steps taken at the best epoch (batch-norm counter)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.state.history
+
+    @property
+    def best_updates(self) -> int | None:
+        """Optimizer steps taken at the best epoch (batch-norm counter); None: no best state kept."""
+        if self.early is None or self.early.best_epoch is None:
+            return None
+        return self.early.best_epoch * self.steps
 
     @property
     def cfg(self) -> FitConfig:
         return self.job.config
+
+    def schedule(self, k: int) -> tuple[float, float | None]:
+        """(lr, cycled momentum or None) after ``k`` optimizer steps, as fit()'s scheduler sets them."""
+        cfg = self.cfg
+        return schedule_at(cfg.schedule, cfg.optim.lr, k, cfg.train.epochs, self.steps)
 
 
 class _Stack:
@@ -266,13 +303,16 @@ class _Stack:
             net[0].scale.copy_(torch.from_numpy(sd))
             n = len(fit_local)
             bs = min(cfg.train.batch_size, n)
+            steps = max(1, n // bs if n % bs == 1 else math.ceil(n / bs))  # fit()'s last-batch rule
             es = cfg.train.early_stopping
+            early = EarlyStopping(es) if es is not None else None
+            pruner = [] if on_epoch is None else [EpochFunction(lambda record, i=index: on_epoch(i, record))]
             models.append(_Model(
                 index=index, job=job, model=net, fit_rows=rows[fit_local], val_rows=rows[val_local],
-                gen=torch.Generator().manual_seed(job.seed), batch_size=bs,
-                steps=max(1, n // bs if n % bs == 1 else math.ceil(n / bs)),  # fit()'s last-batch rule
-                best_value=-math.inf if es is not None and es.monitor == "val_accuracy" else math.inf,
-                best_epoch=cfg.train.epochs,
+                gen=torch.Generator().manual_seed(job.seed), batch_size=bs, steps=steps,
+                state=FitState(model=_NO_SNAPSHOT, optimizer=None, scheduler=None, config=cfg,
+                               steps_per_epoch=steps),
+                hooks=pruner + ([early] if early is not None else []), early=early,
             ))
             mean.append(torch.from_numpy(mu).reshape(-1))
             scale.append(torch.from_numpy(sd).reshape(-1))
@@ -282,7 +322,7 @@ class _Stack:
         self = cls()  # a constructor that may decline (None above: a layer it cannot stack)
         self.start = start
         self.dev = dev = resolve_device(device)
-        self.n_classes, self.on_epoch, self.models, self.finished = n_classes, on_epoch, models, []
+        self.n_classes, self.models, self.finished = n_classes, models, []
         self.ops, self.size, self.n_decayed = parsed
         self.widest = max([int(np.prod(X.shape[1:]))] + [op["weight_shape"][0] for op in self.ops
                                                          if "weight_shape" in op])
@@ -352,12 +392,10 @@ class _Stack:
         self.l2 = col(wd) if any(wd) else None  # for sgd and the unfused adam update
         clip = [c.train.grad_clip if c.train.grad_clip is not None else math.inf for c in cfgs]
         self.clip = col(clip) if any(c.train.grad_clip is not None for c in cfgs) else None
-        smooth = [c.train.label_smoothing for c in cfgs]
-        self.smooth = (col([1 - e for e in smooth], (M,)), col([e / self.n_classes for e in smooth], (M,))) \
-            if any(smooth) else None
+        smooth = [c.train.label_smoothing for c in cfgs]  # one float when the models agree, else [M, 1]
+        self.smooth = smooth[0] if len(set(smooth)) == 1 else col(smooth)
         keep = [1 - c.model.dropout for c in cfgs]
         self.keep = col(keep, (M, 1, 1)) if any(k < 1 for k in keep) else None
-        self.minus_one = torch.full((M, 1, 1), -1.0, device=dev)
         n_val = [len(m.val_rows) for m in self.models]
         self.val = None
         if max(n_val):
@@ -474,22 +512,15 @@ class _Stack:
                 g = (gx - mean_gx - xhat * mean_gxx) * rstd * m
 
     def _loss(self, logits, target, mask, count, weight) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-model mean cross-entropy over the real rows with each model's label smoothing (torch's
-        formula: ``(1 - e) * nll + e / C * mean(-sum_c log p_c)``), and its gradient w.r.t. the logits:
-        ``(softmax - target distribution) / count`` on real rows, 0 on padding."""
-        index = target.unsqueeze(-1)
-        if self.smooth is None:
-            nll = nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), target.view(-1),
-                                              reduction="none")
-            grad = torch.softmax(logits, -1).scatter_add_(-1, index, self.minus_one.expand_as(index))
-            return (nll.view_as(mask) * mask).sum(1) / count, grad.mul_(weight)
-        keep, spread = self.smooth
+        """Per-model mean cross-entropy over the real rows with each model's label smoothing, and its
+        gradient w.r.t. the logits (losses.py's ``cross_entropy_grad`` / count on real rows, 0 on padding)."""
         logp = torch.log_softmax(logits, -1)
-        nll = (-logp.gather(-1, index).squeeze(-1) * mask).sum(1) / count
-        smooth = (-logp.sum(-1) * mask).sum(1) / count
-        grad = logp.exp().sub_(spread.view(-1, 1, 1))
-        grad.scatter_add_(-1, index, (-keep).view(-1, 1, 1).expand_as(index))
-        return keep * nll + smooth * spread, grad.mul_(weight)
+        rows = cross_entropy_rows(logp, target, self.smooth)
+        # Without smoothing the gradient starts from softmax(logits) (the bits every such run has had);
+        # with it, from the log-probabilities already at hand (a pass fewer, also as it always was).
+        plain = not torch.is_tensor(self.smooth) and self.smooth == 0
+        grad = cross_entropy_grad(torch.softmax(logits, -1) if plain else logp.exp(), target, self.smooth)
+        return (rows * mask).sum(1) / count, grad.mul_(weight)
 
     # ------------------------------------------------------------------------------------- updates
     def _tables(self, epoch: int, n_steps: int) -> tuple[torch.Tensor, list[list]]:
@@ -501,13 +532,13 @@ class _Stack:
         M = len(self.models)
         adam, fused = self.optim != "sgd", self.optim != "sgd" and _FUSED_ADAM
         table = np.empty((n_steps, 7 if adam else 3, M), np.float64)
-        table[:] = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0] if adam else [0.0, 1.0, 0.0])[:, None]
+        table[:] = np.array(ADAM_NO_STEP if adam else [0.0, 1.0, 0.0])[:, None]  # no batch: no change
         calls: list[dict] = [{} for _ in range(n_steps)]
         for r, m in enumerate(self.models):
             o = m.cfg.optim
             for s in range(m.steps):
                 k = (epoch - 1) * m.steps + s
-                lr, cycled = _lr_momentum(m.cfg, k, m.steps)
+                lr, cycled = m.schedule(k)
                 if adam:
                     beta1 = o.beta1 if cycled is None else cycled
                     # weight matrices (decayed) and the rest: models with equal scalars share a call
@@ -515,10 +546,7 @@ class _Stack:
                     calls[s].setdefault((False, lr, beta1, o.beta2, o.eps, 0.0), []).append(r)
                     if fused:
                         continue
-                    step = float(k + 1)
-                    bias1, bias2 = 1 - beta1**step, 1 - o.beta2**step
-                    table[s, :, r] = (1 - beta1, o.beta2, 1 - o.beta2, -(lr / bias1), bias2**0.5, o.eps,
-                                      1 - lr * o.weight_decay)
+                    table[s, :, r] = adam_coefficients(lr, beta1, o.beta2, o.eps, o.weight_decay, k + 1)
                 else:
                     table[s, :, r] = (1.0, o.momentum if cycled is None else cycled, -lr)
         tensor = torch.from_numpy(table).to(torch.float32).unsqueeze(-1).to(self.dev)
@@ -534,13 +562,13 @@ class _Stack:
             g.mul_((self.clip / (norm + 1e-6)).clamp_(max=1.0))
         if self.optim == "sgd":  # torch.optim.SGD, single-tensor path
             active, momentum, neg_lr = t
-            if self.l2 is not None:
-                g[:, :nd].addcmul_(theta[:, :nd], self.l2)  # grad + wd * param
-            if not all_active:
+            l2 = self.l2
+            if not all_active:  # a model without a batch: zero gradient and decay, so no change at all
                 g.mul_(active)
-            buf = self.moments[0]
-            buf.mul_(momentum).add_(g)  # a zero buffer makes the first step buf = grad, as torch's clone
-            theta.add_((g.add(buf * momentum) if self.nesterov else buf) * neg_lr)
+                l2 = None if l2 is None else l2 * active
+            if l2 is not None:
+                add_weight_decay(g[:, :nd], theta[:, :nd], l2)
+            sgd_update(theta, g, self.moments[0], momentum, neg_lr, nesterov=self.nesterov)
         elif _FUSED_ADAM:
             self.steps.add_(has_batch)  # torch's Adam counts a model's steps before its update
             self._fused_adam(calls)
@@ -573,16 +601,12 @@ class _Stack:
     def _adam(self, t: torch.Tensor) -> None:
         """torch.optim.Adam/AdamW single-tensor path, vectorised over models (when no fused kernel)."""
         theta, g, nd = self.theta, self.grad, self.n_decayed
-        w1, beta2, one_minus_beta2, neg_step, bias2_sqrt, eps, decay = t
+        coefficients = t.unbind()
         if self.l2 is not None and self.optim == "adamw":
-            theta[:, :nd].mul_(decay)  # param * (1 - lr * wd)
+            theta[:, :nd].mul_(coefficients[6])  # param * (1 - lr * wd)
         elif self.l2 is not None:
-            g[:, :nd].addcmul_(theta[:, :nd], self.l2)  # grad + wd * param
-        exp_avg, exp_avg_sq = self.moments
-        exp_avg.lerp_(g, w1)
-        exp_avg_sq.mul_(beta2).addcmul_(g * one_minus_beta2, g)
-        denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(eps)
-        theta.addcdiv_(exp_avg * neg_step, denom)
+            add_weight_decay(g[:, :nd], theta[:, :nd], self.l2)
+        adam_update(theta, g, *self.moments, coefficients)
 
     # ------------------------------------------------------------------------------------ the loop
     @torch.no_grad()
@@ -642,7 +666,7 @@ class _Stack:
         self._bookkeep(epoch, losses.tolist(), correct.tolist(), counts, self._validate())
 
     def _validate(self) -> tuple[list[float], list[float]] | None:
-        """Every model on its own early-stopping rows, in eval mode: fit()'s ``_evaluate``."""
+        """Every model on its own early-stopping rows, in eval mode: fit()'s ``_evaluate`` (plain CE)."""
         if self.val is None:
             return None
         rows, mask, count = self.val
@@ -655,8 +679,7 @@ class _Stack:
             xb = (self.X.index_select(0, part.reshape(-1)).view(M, -1, F) - self.mean) / self.scale
             yb = self.y.index_select(0, part.reshape(-1)).view(M, -1)
             logits, _ = self._forward(xb)
-            logp = torch.log_softmax(logits, -1)
-            loss += (-logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1) * mask[:, lo : lo + block]).sum(1)
+            loss += (cross_entropy_rows(torch.log_softmax(logits, -1), yb) * mask[:, lo : lo + block]).sum(1)
             correct += ((logits.argmax(-1) == yb) * mask[:, lo : lo + block]).sum(1)
         # mean loss; accuracy in float32, as fit's .float().mean()
         return (loss / count).tolist(), (correct / count).tolist()
@@ -670,32 +693,23 @@ class _Stack:
                 total_loss += losses[s][r] * counts[s][r]
                 total_correct += int(correct[s][r])
                 seen += counts[s][r]
-            done = epoch == m.cfg.train.epochs
-            es = m.cfg.train.early_stopping
+            state = m.state
+            state.epoch = epoch
             if not math.isfinite(total_loss):
                 m.history.append({"epoch": epoch, "train_loss": float("nan")})
-                m.stopped = m.diverged = True
+                state.stop = m.diverged = True  # the reason: failure_reason, in _finish
                 leaving.append(r)
                 continue
-            record = {"epoch": epoch, "lr": _lr_momentum(m.cfg, epoch * m.steps, m.steps)[0],
+            record = {"epoch": epoch, "lr": m.schedule(epoch * m.steps)[0],
                       "train_loss": total_loss / seen, "train_accuracy": total_correct / seen}
             if len(m.val_rows):
                 record["val_loss"], record["val_accuracy"] = val[0][r], val[1][r]
             m.history.append(record)
-            if self.on_epoch is not None and self.on_epoch(m.index, record) is False:
-                m.stopped = m.pruned = done = True
-            elif es is not None:
-                value = record[es.monitor]
-                if (value > m.best_value + es.min_delta if es.monitor == "val_accuracy"
-                        else value < m.best_value - es.min_delta):
-                    m.best_value, m.best_epoch, m.bad_epochs = value, epoch, 0
-                    m.best_updates = epoch * m.steps
-                    improved.append(r)
-                else:
-                    m.bad_epochs += 1
-                    if m.bad_epochs > es.patience:
-                        m.stopped = done = True
-            if done:
+            for hook in m.hooks:  # fit's EpochFunction (pruning), then its EarlyStopping
+                hook.on_epoch_end(state, record)
+            if m.early is not None and m.early.best_epoch == epoch:
+                improved.append(r)
+            if state.stop or epoch == m.cfg.train.epochs:
                 leaving.append(r)
         if improved:  # best-state snapshot, as fit's deepcopy(state_dict())
             idx = torch.tensor(improved, device=self.dev)
@@ -724,18 +738,25 @@ class _Stack:
                     mod.running_mean.copy_(run_mean[r].cpu())
                     mod.running_var.copy_(run_var[r].cpu())
                     mod.num_batches_tracked.fill_(m.best_updates if best else epoch * m.steps)
-        es = m.cfg.train.early_stopping
-        self.finished.append((m.index, FitResult(
+        state = m.state
+        if m.early is None:
+            best_epoch = len(m.history)
+        else:  # as fit(): the epochs, when no epoch ever improved
+            best_epoch = m.early.best_epoch if best else m.cfg.train.epochs
+        result = FitResult(
             model=m.model.eval(),
             history=m.history,
-            best_epoch=m.best_epoch if es else len(m.history),
-            stopped_early=m.stopped,
+            best_epoch=best_epoch,
+            stopped_early=state.stop,
             train_index=m.fit_rows,
             val_index=m.val_rows,
             seconds=0.0,
-            info={"steps_per_epoch": m.steps, "diverged": m.diverged, "pruned": m.pruned, "batched": True,
-                  "group_size": self.group_size},
-        )))
+            info={"steps_per_epoch": m.steps, "diverged": m.diverged, "pruned": state.pruned,
+                  "stop_reason": state.stop_reason, "batched": True, "group_size": self.group_size},
+        )
+        if m.diverged:
+            result.info["stop_reason"] = failure_reason(result)
+        self.finished.append((m.index, result))
 
 
 def _linear_views(w: torch.Tensor, b: torch.Tensor) -> tuple[bool, torch.Tensor, torch.Tensor]:
@@ -799,7 +820,7 @@ def _parse(model: nn.Sequential) -> tuple[list[dict], int, int] | None:
         for op in ops:
             mod = model[op["index"]]
             for name, p in mod.named_parameters():
-                if (p.dim() > 1) == decayed:
+                if decays(name, p) == decayed:
                     op.setdefault("params", {})[name] = (offset, offset + p.numel())
                     op["weight_shape"] = tuple(mod.weight.shape)
                     offset += p.numel()

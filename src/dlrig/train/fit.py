@@ -2,7 +2,8 @@
 
 Everything fitted on data -- the standardisation statistics and the early-stopping decision -- sees only
 the rows passed in as training data; the early-stopping split is carved from those rows, and the scaler
-is fitted on the part that is left for gradient steps.
+is fitted on the part that is left for gradient steps, as are the class weights, the resampling and the
+noise filter (:mod:`dlrig.train.infold`).
 
 The loop can be watched and stopped at every step by callbacks (:mod:`dlrig.train.callbacks`); early
 stopping is one of them. A run whose training loss stops being finite ends there (``info["diverged"]``,
@@ -25,6 +26,7 @@ from torch import nn
 from dlrig.models import build_model
 from dlrig.params import FitConfig, TrainParams
 from dlrig.train.callbacks import Callback, EarlyStopping, EpochFunction, FitState, overrides
+from dlrig.train.infold import drop_label_issues, resample_indices, training_loss
 from dlrig.train.optim import build_optimizer, build_scheduler
 
 # The older per-epoch hook: called with each epoch's record; returning False stops the run (pruning).
@@ -86,67 +88,12 @@ def early_stopping_split(
     return np.sort(fit_idx), np.sort(val_idx)
 
 
-def _training_loss(y_fit: np.ndarray, n_classes: int, tcfg: TrainParams) -> nn.Module:
-    """Plain (smoothed) cross-entropy, or the robust / imbalance-aware loss params choose; class weights
-    and the class prior come from the gradient rows' labels only."""
-    if tcfg.loss.name == "ce" and tcfg.class_weight == "none":
-        return nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
-    from dlrig.labels.imbalance import class_weights
-    from dlrig.train.losses import build_loss
-
-    weight = None if tcfg.class_weight == "none" else class_weights(y_fit, n_classes, tcfg.class_weight)
-    lcfg = tcfg.loss
-    prior = None
-    if lcfg.name == "logit_adjusted":
-        # Laplace-smoothed: a class absent from the gradient rows (possible at extreme imbalance) keeps a
-        # finite log-prior instead of -inf.
-        prior = (np.bincount(y_fit, minlength=n_classes) + 1.0) / (len(y_fit) + n_classes)
-    return build_loss(lcfg.name, n_classes=n_classes, label_smoothing=tcfg.label_smoothing,
-                      class_weight=weight, gce_q=lcfg.gce_q, sce_alpha=lcfg.sce_alpha, sce_beta=lcfg.sce_beta,
-                      focal_gamma=lcfg.focal_gamma, class_prior=prior, tau=lcfg.tau)
-
-
-def _drop_label_issues(X: np.ndarray, y: np.ndarray, fit_idx: np.ndarray, n_classes: int, config: FitConfig,
-                       seed: int, device: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Confident learning inside the gradient rows: out-of-fold probabilities from sub-fits on those rows
-    only, then drop the rows whose label is confidently contradicted."""
-    from dlrig.labels.detect import find_label_issues, out_of_fold_proba
-
-    inner = config.with_overrides({"train.noise_filter": "none"})
-
-    def fit_predict(tr: np.ndarray, pr: np.ndarray) -> np.ndarray:
-        rows = fit_idx[tr]
-        model = fit(X[rows], y[rows], n_classes, inner, seed, device=device).model
-        return predict_proba(model, X[fit_idx[pr]])
-
-    proba = out_of_fold_proba(fit_predict, y[fit_idx], config.train.noise_filter_folds, seed)
-    issues = find_label_issues(y[fit_idx], proba, n_classes)
-    keep = ~issues["issue_mask"]
-    summary = {"dropped": int((~keep).sum()), "estimated_noise_rate": issues["summary"]["noise_rate"]}
-    return fit_idx[keep], summary
-
-
 def l1_penalty(model: nn.Module) -> torch.Tensor:
     """Sum of |w| over weight matrices and kernels (not biases, norms or the scaler buffers)."""
     return sum(
         (p.abs().sum() for name, p in model.named_parameters() if name.endswith("weight") and p.dim() > 1),
         torch.zeros(()),
     )
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, X: np.ndarray | torch.Tensor, batch_size: int = 2048) -> np.ndarray:
-    """Class probabilities in eval mode (dropout off, batch norm running stats)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    X_t = torch.as_tensor(X, dtype=torch.float32)
-    out = [
-        torch.softmax(model(X_t[i : i + batch_size].to(device)), dim=1).cpu()
-        for i in range(0, len(X_t), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 @torch.no_grad()
@@ -185,15 +132,13 @@ def fit(
     fit_idx, val_idx = early_stopping_split(y, tcfg, seed)
     info: dict[str, Any] = {}
     if tcfg.noise_filter == "drop":
-        fit_idx, info["noise_filter"] = _drop_label_issues(X, y, fit_idx, n_classes, config, seed, device)
+        fit_idx, info["noise_filter"] = drop_label_issues(X, y, fit_idx, n_classes, config, seed, device)
     mean, scale = fit_standardizer(X[fit_idx], tcfg.standardize)
-    loss_fn = _training_loss(y[fit_idx], n_classes, tcfg)
+    loss_fn = training_loss(y[fit_idx], n_classes, tcfg)
     # Resampling draws from the gradient rows only (never the early-stopping or any held-out rows), after
     # the scaler was fitted on them as they are.
     step_idx = fit_idx
     if tcfg.resample != "none":
-        from dlrig.labels.imbalance import resample_indices
-
         step_idx = fit_idx[resample_indices(y[fit_idx], n_classes, tcfg.resample, seed)]
         info["resampled_rows"] = int(len(step_idx))
 
@@ -344,4 +289,4 @@ def failure_reason(result: FitResult, n_classes: int | None = None) -> str | Non
     return None
 
 
-__all__ = ["FitResult", "failure_reason", "fit", "fit_standardizer", "predict_proba", "resolve_device"]
+__all__ = ["FitResult", "failure_reason", "fit", "fit_standardizer", "resolve_device"]

@@ -1,7 +1,7 @@
 """Training losses for noisy labels and imbalanced classes: ``loss(logits, target) -> scalar``.
 
 Every loss takes integer targets ``[N]`` and logits ``[N, K]``, optional per-class weights (fitted on the
-training labels of the fold, see ``dlrig.labels.imbalance.class_weights``) and, per call, optional
+training labels of the fold, see ``dlrig.train.infold.class_weights``) and, per call, optional
 per-sample weights ``[N]`` (e.g. 0 for rows a noise filter dropped). The reduction is the weighted mean of
 ``nn.CrossEntropyLoss``::
 
@@ -22,9 +22,18 @@ zero gives 0, not NaN.
 - ``logit_adjusted``: CE on ``logits + tau * log prior`` (Menon et al. 2021); predict with the raw logits.
 
 The validation loss the fit loop monitors should stay plain CE, so runs with different losses compare.
+
+Plain and label-smoothed cross-entropy, for both trainers: ``fit()`` trains with ``nn.CrossEntropyLoss``
+(or ``CrossEntropy`` above), i.e. ``F.cross_entropy``, and autograd differentiates it. The stacked
+trainer (``dlrig.train.batched``) has no autograd and one smoothing value per model, so it takes the
+loss from :func:`cross_entropy_rows` (torch's label-smoothing formula, term for term, on ``[M, R, K]``)
+and its gradient from :func:`cross_entropy_grad` (``softmax - smoothed targets``).
+tests/train/test_losses.py holds both to ``F.cross_entropy`` and to autograd of ``CrossEntropy``.
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 import torch
@@ -36,6 +45,47 @@ from dlrig.labels.imbalance import logit_adjustment
 
 LOSS_NAMES: tuple[str, ...] = ("ce", "gce", "sce", "focal", "logit_adjusted")
 SCE_LOG_ZERO = -4.0  # A in Wang et al. 2019: log(0) of the one-hot label, clamped
+
+
+def cross_entropy_rows(
+    log_probs: torch.Tensor, target: torch.Tensor, label_smoothing: float | torch.Tensor = 0.0
+) -> torch.Tensor:
+    """Per-row cross-entropy from log-probabilities ``[..., K]`` (``log_softmax`` of the logits) and
+    targets ``[...]``, with label smoothing ``e``: torch's formula term for term,
+    ``(1 - e) * -log p_y + (-sum_k log p_k) * (e / K)`` -- what ``nn.CrossEntropyLoss(label_smoothing=e,
+    reduction="none")`` returns (unweighted), for any leading shape.
+
+    ``label_smoothing``: a float, or a tensor broadcastable to ``target`` (one value per model of a stack,
+    ``[M, 1]``). The log-probabilities are the caller's so that the stacked trainer computes them once for
+    the loss and its gradient."""
+    nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    if not torch.is_tensor(label_smoothing) and label_smoothing == 0:
+        return nll
+    smooth = -log_probs.sum(-1)
+    return (1 - label_smoothing) * nll + smooth * (label_smoothing / log_probs.shape[-1])
+
+
+@cache
+def _minus_one(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(-1.0, device=device, dtype=dtype)
+
+
+def cross_entropy_grad(
+    probs: torch.Tensor, target: torch.Tensor, label_smoothing: float | torch.Tensor = 0.0
+) -> torch.Tensor:
+    """Gradient of :func:`cross_entropy_rows` w.r.t. the logits, row by row, written into ``probs``
+    (``softmax`` of the logits, ``[..., K]``) and returned: ``probs - q`` with
+    ``q = (1 - e) * onehot(y) + e / K``, the distribution label smoothing trains towards.
+    ``label_smoothing`` as in :func:`cross_entropy_rows`."""
+    index = target.unsqueeze(-1)
+    if not torch.is_tensor(label_smoothing) and label_smoothing == 0:
+        return probs.scatter_add_(-1, index, _minus_one(probs.device, probs.dtype).expand_as(index))
+    if torch.is_tensor(label_smoothing):
+        e = label_smoothing.unsqueeze(-1)  # one value per row of target: [..., 1] against [..., K]
+    else:
+        e = probs.new_tensor(label_smoothing)
+    probs.sub_(e / probs.shape[-1])  # - e / K everywhere, then - (1 - e) at the target
+    return probs.scatter_add_(-1, index, (e - 1).expand_as(index))
 
 
 def _as_weight(class_weight: np.ndarray | torch.Tensor | None, n_classes: int) -> torch.Tensor | None:
@@ -230,4 +280,6 @@ __all__ = [
     "SymmetricCrossEntropy",
     "WeightedLoss",
     "build_loss",
+    "cross_entropy_grad",
+    "cross_entropy_rows",
 ]

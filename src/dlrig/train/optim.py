@@ -1,6 +1,15 @@
 """Optimizers and learning-rate schedules from ``params.optim`` / ``params.schedule``.
 
 Schedules step once per batch, so warm-up and decay are smooth whatever the batch size.
+
+The one definition of these semantics for both trainers: ``fit()`` runs them through torch
+(:func:`build_optimizer`, :func:`build_scheduler`); the stacked trainer (``dlrig.train.batched``), which
+updates many models as rows of one tensor, reads the same rules from here: :func:`decays` (which
+parameters weight decay and L1 touch), :func:`schedule_at` (the lr and cycled momentum
+:func:`build_scheduler`'s scheduler sets at a step) and the per-row update rules
+:func:`add_weight_decay`, :func:`sgd_update`, :func:`adam_coefficients` / :func:`adam_update`
+(torch.optim's single-tensor arithmetic with one set of scalars per row). tests/train/test_optim.py holds
+each of them to torch's scheduler and optimizers.
 """
 
 from __future__ import annotations
@@ -13,13 +22,18 @@ from torch import nn
 from dlrig.params import OptimParams, ScheduleParams
 
 
+def decays(name: str, p: torch.Tensor) -> bool:
+    """Whether weight decay (and L1) applies to parameter ``name``: weight matrices and kernels only --
+    decaying biases and norm gains only hurts."""
+    return name.endswith("weight") and p.dim() > 1
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """L2 on weight matrices and kernels only: decaying biases and norm gains only hurts."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if name.endswith("weight") and p.dim() > 1 else no_decay).append(p)
+        (decay if decays(name, p) else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -66,17 +80,119 @@ def lr_factor(cfg: ScheduleParams, step: int, epochs: int, steps_per_epoch: int)
     raise ValueError(f"unknown schedule {cfg.name!r}")  # pragma: no cover
 
 
+def _onecycle_pct_start(cfg: ScheduleParams, epochs: int, steps_per_epoch: int) -> float:
+    """OneCycle's warm-up share: warmup_epochs (at least 1 step, at most half) of the run; 0.3 without."""
+    if not cfg.warmup_epochs:
+        return 0.3
+    return min(max(cfg.warmup_epochs / epochs, 1 / (epochs * steps_per_epoch)), 0.5)
+
+
+def _onecycle(step: int, total: int, pct_start: float, max_lr: float) -> tuple[float, float]:
+    """torch.optim.lr_scheduler.OneCycleLR (cos, two phases, its default div factors and momenta) after
+    ``step`` steps: (lr, momentum). The same float operations in the same order, so the same bits."""
+    initial = max_lr / 25.0
+    phases = [
+        (float(pct_start * total) - 1, initial, max_lr, 0.95, 0.85),
+        (total - 1, max_lr, initial / 1e4, 0.85, 0.95),
+    ]
+    start = 0.0
+    for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+        if step <= end or i == len(phases) - 1:
+            pct = (step - start) / (end - start)
+            cos_out = math.cos(math.pi * pct) + 1
+            return lr1 + (lr0 - lr1) / 2.0 * cos_out, m1 + (m0 - m1) / 2.0 * cos_out
+        start = end
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def schedule_at(
+    cfg: ScheduleParams, lr: float, step: int, epochs: int, steps_per_epoch: int
+) -> tuple[float, float | None]:
+    """The learning rate :func:`build_scheduler`'s scheduler sets after ``step`` optimizer steps, and the
+    momentum (sgd) / beta1 (adam) that onecycle cycles with it (None: the optimizer keeps its own).
+
+    For the stacked trainer, which has no torch scheduler per model; equal to the scheduler's values
+    bit for bit (tests/train/test_optim.py, every schedule name over whole runs)."""
+    if cfg.name != "onecycle":
+        return lr * lr_factor(cfg, step, epochs, steps_per_epoch), None
+    return _onecycle(step, epochs * steps_per_epoch, _onecycle_pct_start(cfg, epochs, steps_per_epoch), lr)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: ScheduleParams, lr: float, epochs: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.name == "onecycle":
-        # max_lr is params.optim.lr; the warm-up share is warmup_epochs (at least 1 step) of the run.
-        total = epochs * steps_per_epoch
-        pct = min(max(cfg.warmup_epochs / epochs, 1 / total), 0.5) if cfg.warmup_epochs else 0.3
+        # max_lr is params.optim.lr
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=pct,
+            optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch,
+            pct_start=_onecycle_pct_start(cfg, epochs, steps_per_epoch),
             cycle_momentum="momentum" in optimizer.defaults or "betas" in optimizer.defaults,
         )
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(cfg, step, epochs, steps_per_epoch)
     )
+
+
+# ------------------------------------------------------------------------------ update rules, per row
+# torch.optim's single-tensor arithmetic (the path fit()'s optimizers take on the CPU) for a stack of
+# models: each row of ``param`` [M, P] is one model, and every scalar may be a tensor [M, 1] holding one
+# value per row. The stacked trainer updates all its models with these; tests/train/test_optim.py holds
+# them to torch.optim.SGD / Adam / AdamW row by row.
+
+
+def add_weight_decay(grad: torch.Tensor, param: torch.Tensor, weight_decay: torch.Tensor | float) -> None:
+    """L2 as torch's SGD and Adam apply it, in place: ``grad += weight_decay * param``. Pass only the
+    entries :func:`decays` selects."""
+    if torch.is_tensor(weight_decay):
+        grad.addcmul_(param, weight_decay)
+    else:
+        grad.add_(param, alpha=weight_decay)
+
+
+def sgd_update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    buf: torch.Tensor,
+    momentum: torch.Tensor | float,
+    neg_lr: torch.Tensor | float,
+    *,
+    nesterov: bool,
+) -> None:
+    """torch.optim.SGD's step (dampening 0, weight decay already in ``grad``), in place.
+
+    ``buf`` starts at zeros: ``momentum * 0 + grad`` is the clone of grad torch takes on the first step,
+    and momentum 0 leaves ``buf = grad``, torch's plain step. ``neg_lr`` is minus the learning rate; a row
+    with ``momentum`` 1, ``neg_lr`` 0 and a zero grad is left as it is (a model without a batch)."""
+    buf.mul_(momentum).add_(grad)
+    param.add_((grad.add(buf * momentum) if nesterov else buf) * neg_lr)
+
+
+def adam_coefficients(
+    lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, step: int
+) -> tuple[float, float, float, float, float, float, float]:
+    """The scalars of Adam's step number ``step`` (1-based), in double as torch computes them on the host:
+    ``(1 - beta1, beta2, 1 - beta2, -lr / (1 - beta1**step), sqrt(1 - beta2**step), eps, 1 - lr * wd)``,
+    the last one AdamW's decoupled decay factor. ``(0, 1, 0, 0, 1, 1, 1)`` is a step that changes
+    nothing (a model without a batch)."""
+    bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+    return 1 - beta1, beta2, 1 - beta2, -(lr / bias1), bias2**0.5, eps, 1 - lr * weight_decay
+
+
+ADAM_NO_STEP = (0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0)  # adam_coefficients of a step that changes nothing
+
+
+def adam_update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    coefficients: tuple[torch.Tensor | float, ...],
+) -> None:
+    """torch.optim.Adam/AdamW's single-tensor step with :func:`adam_coefficients` (L2 already in ``grad``,
+    AdamW's decay already applied to ``param``: :func:`add_weight_decay`, ``param *= coefficients[6]``),
+    in place."""
+    w1, beta2, one_minus_beta2, neg_step, bias2_sqrt, eps, _ = coefficients
+    exp_avg.lerp_(grad, w1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad * one_minus_beta2, grad)
+    denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(eps)
+    param.addcdiv_(exp_avg * neg_step, denom)
