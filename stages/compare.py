@@ -11,10 +11,11 @@ from collections.abc import Sequence
 import torch
 
 from dlrig.data.dataset import Dataset
-from dlrig.evaluate.baselines import compare_with_baselines
+from dlrig.evaluate.baselines import compare_with_baselines, planned_fits
 from dlrig.evaluate.compare import markdown_table
 from dlrig.io import load_json, save_json, save_text
 from dlrig.params import FitConfig, load_params
+from dlrig.progress import Progress
 from dlrig.stage import run_stage
 from dlrig.train.checkpoint import load_model
 
@@ -29,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--folds", default="reports/cv/folds.json")
     ap.add_argument("--out", default="reports/compare.json")
     ap.add_argument("--table", default="reports/compare.md")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bar (also off when stderr is no terminal, under CI, or DLRIG_QUIET=1)")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -38,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
     tuned = FitConfig.model_validate(ckpt["config"])
     print(f"compare: tuned model vs {sorted(params.compare.baselines) or 'no baselines'}")
-    result = compare_with_baselines(params, train, test, folds, tuned, model)
+    with Progress(planned_fits(params, folds), "compare: baseline fits", quiet=args.quiet) as bar:
+        result = compare_with_baselines(params, train, test, folds, tuned, model, log=bar.write,
+                                        progress=bar.tally)
     save_json(args.out, result)
     table = markdown_table(result["baselines"], result["reference"], result["metric"])
     save_text(args.table, f"# Tuned model vs baselines ({result['metric']})\n\n{table}")

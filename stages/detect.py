@@ -19,6 +19,7 @@ from dlrig.errors import UserError
 from dlrig.io import load_npz, save_json
 from dlrig.labels.detect import detection_scores, find_label_issues
 from dlrig.params import load_params
+from dlrig.progress import Progress
 from dlrig.seeds import derive_seed
 from dlrig.select.scorers import TorchScorer
 from dlrig.stage import run_stage
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--train", default="data/processed/train_labels.npz")
     ap.add_argument("--meta", default="data/raw/meta.json")
     ap.add_argument("--out", default="reports/detect.json")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bar (also off when stderr is no terminal, under CI, or DLRIG_QUIET=1)")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -64,10 +67,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     arrays = load_npz(args.train)
     K, rows = train.n_classes, np.arange(len(train.y))
     folds = make_folds(train.y, train.groups, rows, cfg.n_splits, params.seed + 3)
-    scorer = TorchScorer(train.X, train.y, K, params.fit_config(), "accuracy", device=params.compute.device)
     jobs = [({}, tr, te, derive_seed(params.seed, "detect", i)) for i, (tr, te) in enumerate(folds)]
     oof = np.zeros((len(rows), K))
-    for (_, _, te, _), result in zip(jobs, scorer.fit_score(jobs, None, keep_proba=True), strict=True):
+    with Progress(len(jobs), "detect: out-of-fold fits", quiet=args.quiet) as bar:
+        scorer = TorchScorer(train.X, train.y, K, params.fit_config(), "accuracy",
+                             device=params.compute.device, progress=bar.tally)
+        results = scorer.fit_score(jobs, None, keep_proba=True)
+    for (_, _, te, _), result in zip(jobs, results, strict=True):
         oof[te] = np.asarray(result["proba"])
     issues = find_label_issues(train.y, oof, K, ambiguity_threshold=cfg.ambiguity_threshold)
     report = {"enabled": True, "n": int(len(rows)), "n_splits": cfg.n_splits, **issues["summary"]}

@@ -1,4 +1,8 @@
-"""split: stratified, seeded hold-out test split; exact duplicates across the split handled per params."""
+"""split: stratified, seeded hold-out test split; exact duplicates across the split handled per params.
+
+A data set with its own test split (MNIST's t10k files) keeps it as the test split while
+``data.mnist.use_official_test`` is true (the default), so its scores compare with published ones.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from dlrig.data.dataset import Dataset
+from dlrig.data.sources import official_test_rows
 from dlrig.data.split import holdout_split
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_json
@@ -31,13 +36,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not validation["success"] and params.validate_.on_failure == "error":
         raise UserError(f"{args.validation}: the data failed validation; fix the data or the suite first")
     ds = Dataset.load(args.data, args.meta)
-    train, test, report = holdout_split(ds, params.split, params.seed)
+    test_rows = official_test_rows(ds) if params.data.mnist.use_official_test else None
+    train, test, report = holdout_split(ds, params.split, params.seed, test_rows=test_rows)
     train.save(args.train)
     test.save(args.test)
     save_json(args.report, report)
     dup = report["duplicates"]
+    how = " (t10k, the data set's own test split)" if report["official_test"] else ""
     print(
-        f"split: {report['n_train']} train / {report['n_test']} test; "
+        f"split: {report['n_train']} train / {report['n_test']} test{how}; "
         f"{dup['across']} duplicate(s) across the split ({dup['policy']}: {dup['removed']} removed)"
     )
 

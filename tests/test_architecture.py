@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),
     ("models", "labels"),
     ("data",),
-    ("params", "io", "seeds"),
+    ("params", "io", "seeds", "progress"),
     ("errors", "dlrig"),
 ]
 BASE = {area for layer in LAYERS[-2:] for area in layer}

@@ -101,6 +101,40 @@ def _compare(args: argparse.Namespace) -> None:
         print(f"- {title}: {result[key]['verdict']}")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from dlrig.evaluate.predict import predict_file
+
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1 (got {args.threads})")
+    torch.set_num_threads(args.threads)
+    result = predict_file(args.model, args.data, label_column=args.label_column, delimiter=args.delimiter)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    table = result.to_csv()
+    if args.out == "-":
+        try:
+            sys.stdout.write(table)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `dlrig predict ... | head`: the reader has gone, which is no error
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    else:
+        from dlrig.io import save_text
+
+        save_text(args.out, table)
+    where = "stdout" if args.out == "-" else args.out
+    accuracy = result.accuracy()
+    scored = ""
+    if accuracy is not None:
+        correct, n = accuracy
+        scored = f"; accuracy {correct / n:.6f} ({correct} of {n} labelled rows)"
+    print(f"predict: {len(result.proba)} rows, {len(result.classes)} classes -> {where}{scored}",
+          file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dlrig", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +156,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     cmp_.add_argument("--rope", type=float, default=0.01)
     cmp_.add_argument("--folds", default="reports/cv/folds.json")
     cmp_.set_defaults(func=_compare)
+
+    pred = sub.add_parser("predict", help="class probabilities of a saved model on new data, as CSV")
+    pred.add_argument("model", help="a checkpoint written by train, e.g. models/model.pt")
+    pred.add_argument("data", help="an .npz/.npy file, a CSV table, an image folder, or an IDX images file")
+    pred.add_argument("--out", default="-", help="the predictions CSV (default: stdout)")
+    pred.add_argument("--label-column", default="label",
+                      help="CSV: the column holding labels, if any (not a feature); its rows get scored")
+    pred.add_argument("--delimiter", default=",", help="CSV: the field delimiter")
+    pred.add_argument("--threads", type=int, default=1,
+                      help="torch threads (1, as evaluate runs: the same probabilities to the last bit)")
+    pred.set_defaults(func=_predict)
 
     args = parser.parse_args(argv)
     run_stage(lambda _argv: args.func(args))

@@ -98,11 +98,16 @@ class SyntheticParams(Section):
     noise: Annotated[float, Field(ge=0)] = 1.0
 
 
+class MnistParams(Section):
+    use_official_test: Bool = True  # the t10k files are the test split (split.test_size is then unused)
+
+
 class DataParams(Section):
     source: Literal["digits", "csv", "imagefolder", "mnist", "synthetic"] = "digits"
     path: str = "data/raw/input"
     csv: CsvParams = Field(default_factory=CsvParams)
     image: ImageParams = Field(default_factory=ImageParams)
+    mnist: MnistParams = Field(default_factory=MnistParams)
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
 
 

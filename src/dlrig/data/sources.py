@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +99,8 @@ def _class_names(values: np.ndarray) -> list[str]:
     return names
 
 
-def load_csv(
-    path: str | Path, label_column: str = "label", delimiter: str = ",", group_column: str | None = None
-) -> Dataset:
-    """A table with one label column; every other column (but ``group_column``) is a numeric feature.
-
-    Labels become ``0..K-1`` in sorted order of their values (numeric order for numeric labels); the
-    original values are kept as ``classes``. NaN and inf features are loaded as they are (the validate
-    stage reports them); text in a feature column is refused here.
-    """
+def _read_table(path: str | Path, delimiter: str) -> tuple[Path, Any]:
+    """The one CSV file ``path`` names (or the one in a directory) as a DataFrame of strings/numbers."""
     import pandas as pd
 
     file = _single_csv(Path(path))
@@ -121,9 +115,66 @@ def load_csv(
         raise UserError(f"{file}: not a readable CSV table with delimiter {delimiter!r} ({reason})") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{file}: not a text (UTF-8) CSV file ({exc})") from None
+    df.columns = [str(c) for c in df.columns]
+    return file, df
 
-    columns = [str(c) for c in df.columns]
-    df.columns = columns
+
+def _line_of(i: int) -> int:
+    """A row's line number as a user sees it in an editor: the header is line 1."""
+    return int(i) + 2
+
+
+def _check_labels_present(file: Path, labels: Any, label_column: str) -> None:
+    missing = np.flatnonzero(labels.isna().to_numpy())
+    if len(missing):
+        shown = ", ".join(str(_line_of(i)) for i in missing[:5])
+        raise UserError(
+            f"{file}: column {label_column!r} has {len(missing)} missing label(s) (line(s) {shown}"
+            f"{', ...' if len(missing) > 5 else ''}); every row needs a label"
+        )
+
+
+def _feature_matrix(file: Path, df: Any, features: list[str], label_column: str) -> np.ndarray:
+    """The feature columns as float32; text in a feature column is refused (NaN and inf load as they are)."""
+    import pandas as pd
+
+    X = np.empty((len(df), len(features)), dtype=np.float32)
+    for j, col in enumerate(features):
+        values = df[col]
+        if not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
+            numeric = pd.to_numeric(values, errors="coerce")
+            bad = np.flatnonzero((numeric.isna() & values.notna()).to_numpy())
+            if len(bad):
+                i = bad[0]
+                raise UserError(
+                    f"{file}: feature column {col!r} is not numeric: line {_line_of(i)} holds "
+                    f"{values.iloc[i]!r} ({len(bad)} such value(s)); every column but {label_column!r} "
+                    "must hold numbers"
+                )
+            values = numeric
+        X[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return X
+
+
+def _is_numeric_labels(labels: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels))
+
+
+def load_csv(
+    path: str | Path, label_column: str = "label", delimiter: str = ",", group_column: str | None = None
+) -> Dataset:
+    """A table with one label column; every other column (but ``group_column``) is a numeric feature.
+
+    Labels become ``0..K-1`` in sorted order of their values (numeric order for numeric labels); the
+    original values are kept as ``classes``. NaN and inf features are loaded as they are (the validate
+    stage reports them); text in a feature column is refused here.
+    """
+    import pandas as pd
+
+    file, df = _read_table(path, delimiter)
+    columns = list(df.columns)
     if label_column not in columns:
         raise UserError(
             f"{file}: no label column {label_column!r} (data.csv.label_column); columns found: {columns}"
@@ -137,36 +188,11 @@ def load_csv(
     if not features:
         raise UserError(f"{file}: no feature columns (only {columns})")
 
-    # Line numbers as a user sees them in an editor: the header is line 1.
-    def line_of(i: int) -> int:
-        return int(i) + 2
-
     labels = df[label_column]
-    missing = np.flatnonzero(labels.isna().to_numpy())
-    if len(missing):
-        shown = ", ".join(str(line_of(i)) for i in missing[:5])
-        raise UserError(
-            f"{file}: column {label_column!r} has {len(missing)} missing label(s) (line(s) {shown}"
-            f"{', ...' if len(missing) > 5 else ''}); every row needs a label"
-        )
+    _check_labels_present(file, labels, label_column)
+    X = _feature_matrix(file, df, features, label_column)
 
-    X = np.empty((len(df), len(features)), dtype=np.float32)
-    for j, col in enumerate(features):
-        values = df[col]
-        if not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
-            numeric = pd.to_numeric(values, errors="coerce")
-            bad = np.flatnonzero((numeric.isna() & values.notna()).to_numpy())
-            if len(bad):
-                i = bad[0]
-                raise UserError(
-                    f"{file}: feature column {col!r} is not numeric: line {line_of(i)} holds "
-                    f"{values.iloc[i]!r} ({len(bad)} such value(s)); every column but {label_column!r} "
-                    "must hold numbers"
-                )
-            values = numeric
-        X[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
-
-    if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
+    if _is_numeric_labels(labels):
         uniques = np.unique(labels.to_numpy())
         y = np.searchsorted(uniques, labels.to_numpy())
         classes = _class_names(uniques)
@@ -191,7 +217,7 @@ def load_csv(
         g = df[group_column]
         if g.isna().any():
             i = int(np.flatnonzero(g.isna().to_numpy())[0])
-            raise UserError(f"{file}: group column {group_column!r} is empty on line {line_of(i)}")
+            raise UserError(f"{file}: group column {group_column!r} is empty on line {_line_of(i)}")
         codes, uniq = pd.factorize(g.astype(str), sort=True)
         groups = codes.astype(np.int64)
         extra["group_column"] = group_column
@@ -199,12 +225,33 @@ def load_csv(
     return Dataset(X=X, y=y, classes=classes, source="csv", groups=groups, extra=extra)
 
 
+def read_csv_rows(
+    path: str | Path, label_column: str = "label", delimiter: str = ","
+) -> tuple[np.ndarray, list[str] | None]:
+    """New rows to predict: every column but ``label_column`` is a feature (checked as :func:`load_csv`
+    does); the labels, when that column is there, come back as class names (``1.0`` reads as ``"1"``)."""
+    file, df = _read_table(path, delimiter)
+    if len(df) == 0:
+        raise UserError(f"{file}: the table has a header but no data rows")
+    columns = list(df.columns)
+    features = [c for c in columns if c != label_column]
+    if not features:
+        raise UserError(f"{file}: no feature columns (only {columns})")
+    X = _feature_matrix(file, df, features, label_column)
+    if label_column not in columns:
+        return X, None
+    labels = df[label_column]
+    _check_labels_present(file, labels, label_column)
+    names = _class_names(labels.to_numpy()) if _is_numeric_labels(labels) else labels.astype(str).tolist()
+    return X, names
+
+
 # -------------------------------------------------------------------------------------- imagefolder
 def load_imagefolder(
     path: str | Path, size: list[int] | tuple[int, int] = (28, 28), grayscale: bool = True
 ) -> Dataset:
     """One sub-folder per class (torchvision ImageFolder); X ``[N, C, H, W]`` in 0..1."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
     root = Path(path)
     if not root.is_dir():
@@ -236,11 +283,7 @@ def load_imagefolder(
         raise UserError(f"{root}: {exc}") from None
     per_class = np.bincount([t for _, t in folder.samples], minlength=len(folder.classes))
 
-    steps = [transforms.Resize(list(size))]
-    if grayscale:
-        steps.append(transforms.Grayscale(num_output_channels=1))
-    steps.append(transforms.ToTensor())
-    transform = transforms.Compose(steps)
+    transform = _image_transform(size, grayscale)
 
     n_channels = 1 if grayscale else 3
     X = np.empty((len(folder.samples), n_channels, size[0], size[1]), dtype=np.float32)
@@ -265,6 +308,54 @@ def load_imagefolder(
             "files_sha256": digest.hexdigest(),  # over every relative path and its content
         },
     )
+
+
+def _image_transform(size: Sequence[int], grayscale: bool) -> Any:
+    """Resize to ``size`` ([height, width]), optionally to one gray channel, to a tensor in 0..1."""
+    from torchvision import transforms
+
+    steps = [transforms.Resize(list(size))]
+    if grayscale:
+        steps.append(transforms.Grayscale(num_output_channels=1))
+    steps.append(transforms.ToTensor())
+    return transforms.Compose(steps)
+
+
+def read_image_files(
+    path: str | Path, size: Sequence[int], grayscale: bool
+) -> tuple[np.ndarray, list[str] | None, list[str]]:
+    """New images to predict, read exactly as :func:`load_imagefolder` reads training images.
+
+    ``path`` holds either one sub-folder per class (the labels are the folder names; a subset of the
+    classes is fine) or the images themselves (no labels). Returns X ``[N, C, H, W]``, the labels (or
+    None) and each image's path relative to ``path``.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: directory not found")
+
+    def images(folder: Path, deep: bool) -> list[Path]:
+        found = folder.rglob("*") if deep else folder.iterdir()
+        return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+                      and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+    files, labels = images(root, deep=False), None
+    if not files:
+        by_class = [(name, images(root / name, deep=True)) for name in _class_dirs(root)]
+        files = [f for _, fs in by_class for f in fs]
+        labels = [name for name, fs in by_class for _ in fs]
+    if not files:
+        raise UserError(f"{root}: no images (.png, .jpg, ...) in it or in class sub-folders")
+    transform = _image_transform(size, grayscale)
+    X = np.empty((len(files), 1 if grayscale else 3, size[0], size[1]), dtype=np.float32)
+    for i, file in enumerate(files):
+        try:
+            X[i] = transform(default_loader(str(file))).numpy()  # PIL, converted to RGB (as ImageFolder)
+        except Exception as exc:  # PIL raises several types (OSError, SyntaxError, ValueError) for bad files
+            raise UserError(f"{file}: not a readable image ({type(exc).__name__}: {exc})") from None
+    return X, labels, [f.relative_to(root).as_posix() for f in files]
 
 
 def _class_dirs(root: Path) -> list[str]:
@@ -346,8 +437,9 @@ def _read_idx(file: Path, kind: str) -> np.ndarray:
 def load_mnist(path: str | Path) -> Dataset:
     """MNIST-format IDX files already at ``path`` (plain or .gz); train and t10k are concatenated.
 
-    The official test rows are kept in the pool (our split stage makes the hold-out) and recorded as
-    ``extra["mnist_official_test_rows"] = [start, stop]``.
+    The t10k rows come last and are recorded as ``extra["mnist_official_test_rows"] = [start, stop]``
+    (in meta.json): the split stage keeps them as the test split (:func:`official_test_rows`) unless
+    ``data.mnist.use_official_test`` is false, which pools them with train.
     """
     root = Path(path)
     expected = [stem + "[.gz]" for pair in _MNIST_FILES.values() for stem in pair]
@@ -404,6 +496,42 @@ def load_mnist(path: str | Path) -> Dataset:
         source="mnist",
         extra=extra,
     )
+
+
+def read_idx_images(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
+    """New images to predict from one IDX images file (``*-images-idx3-ubyte``, plain or .gz), read as
+    :func:`load_mnist` reads them (X ``[N, 1, H, W]``, raw 0..255); the labels, as class names, come from
+    the matching ``*-labels-idx1-ubyte`` file beside it when there is one."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{file}: file not found")
+    name = file.name
+    if "images-idx3-ubyte" not in name:
+        raise UserError(f"{file}: an IDX input is an images file named like t10k-images-idx3-ubyte[.gz]")
+    X = _read_idx(file, "images").astype(np.float32)[:, None]
+    stem = name.replace("images-idx3-ubyte", "labels-idx1-ubyte").removesuffix(".gz")
+    labels_file = _find_idx(file.parent, stem)
+    if labels_file is None:
+        return X, None
+    y = _read_idx(labels_file, "labels")
+    if len(y) != len(X):
+        raise UserError(f"{file.parent}: {name} holds {len(X)} images but {labels_file.name} holds {len(y)} "
+                        "labels")
+    return X, [str(int(v)) for v in y]
+
+
+def official_test_rows(ds: Dataset) -> np.ndarray | None:
+    """The rows of the data set's own test split (MNIST's t10k), or None when it has none."""
+    rows = ds.extra.get("mnist_official_test_rows")
+    if rows is None:
+        return None
+    start, stop = (int(v) for v in rows)
+    if not 0 < start < stop <= len(ds.y):
+        raise UserError(
+            f"meta.json: mnist_official_test_rows {list(rows)} do not fit the {len(ds.y)} rows of the data "
+            "set; the two files come from different runs: rerun prepare"
+        )
+    return np.arange(start, stop)
 
 
 # ---------------------------------------------------------------------------------------- synthetic

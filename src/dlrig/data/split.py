@@ -3,6 +3,9 @@
 Exact duplicates (the same pixels / feature values) that land on both sides of the split leak: the test
 score then partly measures memory. ``split.duplicates`` decides: ``remove`` drops those rows from the test
 side, ``refuse`` stops with an error, ``keep`` only counts them. Counts go into ``reports/split.json``.
+
+A data set that comes with its own test split (MNIST's t10k files) keeps it when the caller passes its rows
+as ``test_rows``: then no rows are drawn, and the duplicates rule applies the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def _n_duplicates(hashes: np.ndarray) -> int:
     return int(len(hashes) - len(np.unique(hashes)))
 
 
-def _check_splittable(ds: Dataset, test_size: float) -> None:
+def _check_splittable(ds: Dataset, test_size: float | None) -> None:
     if ds.n_classes < 2:
         raise UserError(
             f"split: the data set has {ds.n_classes} class(es) {ds.classes}; classification needs at "
@@ -45,6 +48,8 @@ def _check_splittable(ds: Dataset, test_size: float) -> None:
             f"split: a stratified hold-out needs at least 2 samples per class ({shown}); "
             "collect more data or drop the class"
         )
+    if test_size is None:  # a given test split: its sides are checked per class after the split
+        return
     n_test = int(np.ceil(test_size * len(ds.y)))
     if n_test < ds.n_classes or len(ds.y) - n_test < ds.n_classes:
         raise UserError(
@@ -53,11 +58,23 @@ def _check_splittable(ds: Dataset, test_size: float) -> None:
         )
 
 
-def holdout_split(ds: Dataset, cfg: SplitParams, seed: int) -> tuple[Dataset, Dataset, dict[str, Any]]:
-    """Split ``ds`` into (train, test, report). Groups, when present, never straddle the split."""
-    _check_splittable(ds, cfg.test_size)
+def holdout_split(
+    ds: Dataset, cfg: SplitParams, seed: int, test_rows: np.ndarray | None = None
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """Split ``ds`` into (train, test, report). Groups, when present, never straddle the split.
+
+    ``test_rows`` (the data set's official test split) are the test side as they are; ``split.test_size``
+    and ``seed`` are then unused.
+    """
+    official = test_rows is not None
+    _check_splittable(ds, None if official else cfg.test_size)
     index = np.arange(len(ds.y))
-    if ds.groups is not None:
+    if official:
+        test_idx = np.unique(np.asarray(test_rows, dtype=np.int64))
+        if not len(test_idx) or test_idx[0] < 0 or test_idx[-1] >= len(index) or len(test_idx) == len(index):
+            raise ValueError(f"test_rows must be some, not all, of rows 0..{len(index) - 1}")
+        train_idx = np.setdiff1d(index, test_idx)
+    elif ds.groups is not None:
         n_splits = max(2, int(round(1 / cfg.test_size)))
         n_groups = len(np.unique(ds.groups))
         if n_groups < n_splits:
@@ -93,6 +110,11 @@ def holdout_split(ds: Dataset, cfg: SplitParams, seed: int) -> tuple[Dataset, Da
         if not missing:
             continue
         names = [ds.classes[k] for k in missing]
+        if official:
+            raise UserError(
+                f"split: the data set's own test split (data.mnist.use_official_test) leaves the {side} side "
+                f"with no sample of class(es) {names}; set data.mnist.use_official_test=false to re-split"
+            )
         if ds.groups is not None:
             raise UserError(
                 f"split: the grouped hold-out (split.group_column) leaves the {side} side with no sample of "
@@ -106,7 +128,8 @@ def holdout_split(ds: Dataset, cfg: SplitParams, seed: int) -> tuple[Dataset, Da
     report = {
         "n_train": int(len(train_idx)),
         "n_test": int(len(test_idx)),
-        "test_size": cfg.test_size,
+        "test_size": None if official else cfg.test_size,  # None: the data set's own test split
+        "official_test": official,
         "grouped": ds.groups is not None,
         "duplicates": {
             "policy": cfg.duplicates,

@@ -20,6 +20,7 @@ from dlrig.evaluate.compare import (
     make_sklearn_baseline,
 )
 from dlrig.params import FitConfig, Params
+from dlrig.progress import NO_PROGRESS, Tally
 from dlrig.seeds import derive_seed
 from dlrig.select.scorers import TorchScorer
 from dlrig.train.predict import score_proba
@@ -29,10 +30,11 @@ class _Model:
     """Fit on rows, score on rows, predict the test split: a dlrig config or a scikit-learn pipeline."""
 
     def __init__(self, train: Dataset, params: Params, base: FitConfig, config: dict[str, Any],
-                 sklearn: Any = None) -> None:
+                 sklearn: Any = None, progress: Tally = NO_PROGRESS) -> None:
         self.train, self.config, self.sklearn, self.params = train, config, sklearn, params
+        self.progress = progress
         self.scorer = TorchScorer(train.X, train.y, train.n_classes, base, params.search.metric,
-                                  device=params.compute.device)
+                                  device=params.compute.device, progress=progress)
 
     def scores(self, splits: list[tuple[np.ndarray, np.ndarray]], tag: str) -> list[dict[str, float]]:
         if self.sklearn is None:
@@ -46,6 +48,7 @@ class _Model:
         for tr, te in splits:
             model = clone(self.sklearn).fit(X[tr], y[tr])
             out.append(_label_metrics(y[te], model.predict(X[te]), k))
+            self.progress.fits(1)
         return out
 
     def predict_test(self, test: Dataset, final_model: Any = None) -> np.ndarray:
@@ -55,7 +58,9 @@ class _Model:
             return predict_proba(final_model, test.X).argmax(1)
         from sklearn.base import clone
 
-        return clone(self.sklearn).fit(self.train.X, self.train.y).predict(test.X)
+        pred = clone(self.sklearn).fit(self.train.X, self.train.y).predict(test.X)
+        self.progress.fits(1)
+        return pred
 
 
 def _label_metrics(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -67,9 +72,16 @@ def _metric_of(scores: list[dict[str, float]], metric: str) -> list[float]:
     return [s[metric] for s in scores]
 
 
+def planned_fits(params: Params, folds: list[dict[str, Any]]) -> int:
+    """The fits :func:`compare_with_baselines` trains (a progress bar's total): per baseline its outer
+    folds, one fit for the test split and the 5x2 splits; the tuned config on the 5x2 splits."""
+    five_by_two = 10 if params.compare.five_by_two else 0
+    return five_by_two + len(params.compare.baselines) * (len(folds) + 1 + five_by_two)
+
+
 def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds: list[dict[str, Any]],
                            tuned: FitConfig, final_model: Any, *, reference: str = "tuned",
-                           log=print) -> dict[str, Any]:
+                           log=print, progress: Tally = NO_PROGRESS) -> dict[str, Any]:
     """Every comparison the ``compare`` stage reports, as JSON.
 
     ``tuned`` is the config the final model was trained with (from its checkpoint): the tuned model is
@@ -84,7 +96,7 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
     ours_folds = [f["outer_metrics"][fold_metric] for f in folds]
     n_train = float(np.mean([len(tr) for tr, _ in outer]))
     n_test = float(np.mean([len(te) for _, te in outer]))
-    ours = _Model(train, params, tuned, {})
+    ours = _Model(train, params, tuned, {}, progress=progress)
     ours_test = ours.predict_test(test, final_model)
     splits52 = [s for rep in five_by_two_splits(train.y, params.seed) for s in rep] if cfg.five_by_two else []
     ours52 = _metric_of(ours.scores(splits52, "5x2"), fold_metric) if splits52 else []
@@ -92,10 +104,10 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
     results: dict[str, Any] = {}
     for name, spec in sorted(cfg.baselines.items()):
         if spec.estimator == "dlrig":
-            model = _Model(train, params, tuned, dict(spec.overrides))
+            model = _Model(train, params, tuned, dict(spec.overrides), progress=progress)
         else:
             model = _Model(train, params, tuned, {},
-                           make_sklearn_baseline(spec.estimator, spec.params, params.seed))
+                           make_sklearn_baseline(spec.estimator, spec.params, params.seed), progress=progress)
         labels = (reference, name)
         base_folds = _metric_of(model.scores(outer, f"outer-{name}"), fold_metric)
         entry: dict[str, Any] = {
@@ -108,6 +120,7 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
 
             fitted = fit(train.X, train.y, train.n_classes, tuned.with_overrides(model.config), params.seed,
                          device=params.compute.device)
+            progress.fits(1)
             base_test = model.predict_test(test, fitted.model)
         else:
             base_test = model.predict_test(test)

@@ -146,6 +146,43 @@ class NestedCV:
             "search": chosen.search.to_json() if chosen.search else None,
         }
 
+    # ------------------------------------------------------------------------ the work, counted
+    def planned_fits(self) -> int:
+        """How many fits the whole run trains (the progress bar's total), counted from the design.
+
+        Exact for grid without refinement and for random search over a range; an upper bound otherwise
+        (a bayes or random proposal seen before reuses its fits, ``stop_when`` stops early, refinement
+        reuses the grid points it already has). The final refit on all rows (the train stage's) is not
+        included: it is no part of the selection.
+        """
+        cv = self.cv
+        if cv.depth == 1:
+            return self._search_size(None) * cv.outer_folds
+        selection = self._search_size(None) * cv.inner_folds
+        if cv.depth >= 3:
+            candidates = (cv.candidates or {}).items()
+            sizes = {name: self._search_size(self._strategy(o)[1]) for name, o in candidates}
+            middle = sum(cv.middle_folds * (size * cv.inner_folds + 1) for size in sizes.values())
+            selection = middle + max(sizes.values(), default=1) * cv.inner_folds
+        return cv.outer_folds * (selection + 1) + selection  # + 1: each outer refit; + the final selection
+
+    def _search_size(self, strategy: str | None) -> int:
+        """Configs one search evaluates (at most); see :meth:`planned_fits`."""
+        dims, search = self.dims, self.search
+        if not dims:
+            return 1
+        strategy = strategy or search.strategy
+        grid = int(np.prod([len(d.grid()) for d in dims]))
+        if strategy == "grid":
+            rounds = max((d.refine for d in dims), default=0)
+            refined = int(np.prod([max(len(d.grid()) - 2, 1) + 2 if _refined(d) else 1 for d in dims]))
+            return grid + rounds * refined
+        if strategy == "coordinate":
+            return min(search.n_trials, sum(len(d.grid()) for d in dims))
+        if all(d.low is None for d in dims):  # random / bayes over lists: at most every combination
+            return min(search.n_trials, grid)
+        return search.n_trials
+
     def outer_folds(self, rows: np.ndarray) -> Folds:
         return make_folds(self.y, self.groups, rows, self.cv.outer_folds, self.seed)
 
@@ -161,6 +198,11 @@ class NestedCV:
             rec["search"] = None
             records.append(rec)
         return records, chosen
+
+
+def _refined(d: Dimension) -> bool:
+    """Whether grid refinement adds points on this dimension (as ``search.grid_search`` decides)."""
+    return bool(d.refine and d.numeric and d.low is not None)
 
 
 def summarise(records: list[dict[str, Any]], metric: str, depth: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from dlrig.data.dataset import Dataset
 from dlrig.params import Params
+from dlrig.progress import Progress
 from dlrig.select.nested import NestedCV, Selection, summarise
 from dlrig.select.scorers import ResultCache, TorchScorer
 from dlrig.select.space import build_space, describe_space
@@ -83,8 +84,15 @@ def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tupl
     return key, value, (cache.hits - before[0], cache.misses - before[1]), time.perf_counter() - start
 
 
-def select_config(params: Params, train: Dataset, *, log=print) -> SelectionReport:
-    """Nested CV (``cv.depth``) with the configured search; returns per-fold records and the final pick."""
+def select_config(
+    params: Params, train: Dataset, *, log=None, progress: bool | None = None
+) -> SelectionReport:
+    """Nested CV (``cv.depth``) with the configured search; returns per-fold records and the final pick.
+
+    A progress bar counts the fits on stderr (``progress``: None follows :func:`dlrig.progress.show_progress`,
+    the terminal / ``CI`` / ``DLRIG_QUIET`` rule). Worker processes count into it through its tally file.
+    ``log`` (default: print, above the bar) gets one line per finished outer fold.
+    """
     base = params.fit_config()
     dims = build_space(params.search.space, base)
     cache = ResultCache(params.compute.cache_dir)
@@ -108,6 +116,13 @@ def select_config(params: Params, train: Dataset, *, log=print) -> SelectionRepo
         start=_start_values(params, [d.name for d in dims]),
     )
     rows = np.arange(len(train.y))
+    with Progress(driver.planned_fits(), "train: nested CV" if params.cv.depth > 1 else "train: CV",
+                  enabled=progress) as bar:
+        scorer.progress = bar.tally  # pickled with the driver: workers count into the bar too
+        return _select(params, driver, cache, rows, log or bar.write)
+
+
+def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarray, log) -> SelectionReport:
     start = time.perf_counter()
     timings: dict[str, float] = {}
     if params.cv.depth == 1:
@@ -135,7 +150,7 @@ def select_config(params: Params, train: Dataset, *, log=print) -> SelectionRepo
     summary = summarise(folds, params.search.metric, params.cv.depth)
     timings["total"] = round(time.perf_counter() - start, 3)
     cache_counts = {"hits": hits, "misses": misses}
-    return SelectionReport(folds, summary, final, describe_space(dims), cache_counts, timings)
+    return SelectionReport(folds, summary, final, describe_space(driver.dims), cache_counts, timings)
 
 
 def _log_task(log, key: tuple, value: Any, start: float) -> None:

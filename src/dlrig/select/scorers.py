@@ -23,6 +23,7 @@ import numpy as np
 from dlrig.errors import UserError
 from dlrig.io import immediate, save_json
 from dlrig.params import FitConfig
+from dlrig.progress import NO_PROGRESS, Tally
 from dlrig.select.search import Pruner, Trial
 from dlrig.train.callbacks import Callback
 from dlrig.train.predict import score_proba
@@ -127,9 +128,12 @@ class TorchScorer:
         device: str = "cpu",
         cache: ResultCache | None = None,
         batched: bool = True,
+        progress: Tally = NO_PROGRESS,
     ) -> None:
         self.X, self.y, self.n_classes, self.base, self.metric = X, y, n_classes, base, metric
         self.device = device
+        # Counts finished fits for a progress bar (dlrig.progress); never part of a result or a cache key.
+        self.progress = progress
         try:
             import dlrig.train.batched  # noqa: F401
         except ImportError:
@@ -175,15 +179,16 @@ class TorchScorer:
         resolve_device(self.device)
         configs = self.resolve(jobs)
         curves: list[dict[int, float] | None] = [None] * len(jobs)
+        counter = self.progress.jobs([cfg.train.epochs for cfg in configs])  # None when no bar is shown
         if self.batched and pruner is None:
-            fitted = self._fit_many(jobs, configs, keep_failures)
+            fitted = self._fit_many(jobs, configs, keep_failures, counter and counter.on_epoch)
         else:
             fitted = []
             for i, ((_, tr, _, s), cfg) in enumerate(zip(jobs, configs, strict=True)):
                 watch = Pruning(pruner)
                 try:
                     result = fit(self.X[tr], self.y[tr], self.n_classes, cfg, s, device=self.device,
-                                 callbacks=[watch])
+                                 callbacks=[watch], on_epoch=None if counter is None else counter.callback(i))
                 except UserError as exc:
                     if not keep_failures:
                         raise
@@ -193,6 +198,8 @@ class TorchScorer:
                 curves[i] = watch.curve
                 if pruner is not None and not result.info["pruned"]:
                     pruner.record(watch.curve)
+        if counter is not None:
+            counter.done()
         out = []
         for (overrides, tr, te, s), result, curve in zip(jobs, fitted, curves, strict=True):
             if isinstance(result, str):  # the fit raised a UserError: nothing to score
@@ -223,7 +230,8 @@ class TorchScorer:
             out.append(rec)
         return out
 
-    def _fit_many(self, jobs: list[Job], configs: list[FitConfig], keep_failures: bool) -> list[Any]:
+    def _fit_many(self, jobs: list[Job], configs: list[FitConfig], keep_failures: bool,
+                  on_epoch=None) -> list[Any]:
         """The stacked trainer over every job; a job whose fit raises a UserError gives its message.
 
         fit_many trains a whole batch at once, so one job's UserError stops them all: then each job is
@@ -234,14 +242,16 @@ class TorchScorer:
 
         many = [FitJob(tr, cfg, s) for (_, tr, _, s), cfg in zip(jobs, configs, strict=True)]
         try:
-            return fit_many(self.X, self.y, self.n_classes, many, device=self.device)
+            return fit_many(self.X, self.y, self.n_classes, many, device=self.device, on_epoch=on_epoch)
         except UserError:
             if not keep_failures:
                 raise
         out: list[Any] = []
-        for job in many:
+        for j, job in enumerate(many):
+            one = None if on_epoch is None else (lambda _i, record, j=j: on_epoch(j, record))
             try:
-                out.append(fit_many(self.X, self.y, self.n_classes, [job], device=self.device)[0])
+                out.append(fit_many(self.X, self.y, self.n_classes, [job], device=self.device,
+                                    on_epoch=one)[0])
             except UserError as exc:
                 out.append(f"error: {exc}")
         return out
@@ -256,11 +266,13 @@ class TorchScorer:
         if results is None:
             results = self.fit_score(jobs, pruner, keep_failures=True)
             self.cache.put(key, results)
-        elif pruner is not None:  # replay what the pruner learnt from these runs
-            pruner.curves.extend(
-                {int(e): v for e, v in r["curve"].items()}
-                for r in results if not r["pruned"] and r["curve"] is not None
-            )
+        else:
+            self.progress.fits(len(jobs))  # finished earlier: done at once
+            if pruner is not None:  # replay what the pruner learnt from these runs
+                pruner.curves.extend(
+                    {int(e): v for e, v in r["curve"].items()}
+                    for r in results if not r["pruned"] and r["curve"] is not None
+                )
         return [self._trial(config, results[i * len(folds) : (i + 1) * len(folds)])
                 for i, config in enumerate(configs)]
 
@@ -295,6 +307,8 @@ class TorchScorer:
         if result is None:
             result = self.fit_score(jobs, None, keep_proba=keep_proba)[0]
             self.cache.put(key, result)
+        else:
+            self.progress.fits(1)
         return result["metrics"]  # a refit that fails raised a UserError in fit_score: nothing is cached
 
 
