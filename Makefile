@@ -1,4 +1,5 @@
 # `make run`: set up .venv with the pinned dependencies and run the pipeline. `make test`: the test suite.
+# `make browser`: Chromium for the report's headless-browser test (it skips without one; CI installs it).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
@@ -7,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint bench browser clean
 
 setup: $(STAMP)
 
@@ -34,6 +35,19 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
+
+# Nothing to do when chromium is on PATH; otherwise Debian's package, as root or through sudo.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && chromium --version; \
+	else \
+		echo "make browser: no chromium on PATH and no apt-get to install it; install Chromium by hand" >&2; \
+		exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

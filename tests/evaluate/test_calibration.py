@@ -96,3 +96,66 @@ def test_bad_inputs_are_refused():
         fit_temperature(np.zeros((2, 2)), np.array([0, 2]))
     with pytest.raises(ValueError, match="temperature"):
         apply_temperature(np.zeros((2, 2)), 0.0)
+
+
+# ------------------------------------------------- the hand-written binning the sklearn version replaced
+def _old_binned(proba, y, n_bins):
+    """The hand-written bins before sklearn's calibration_curve: ceil(conf * M) - 1, right-closed."""
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    return np.bincount(bins, minlength=n_bins), np.bincount(bins, conf, n_bins), np.bincount(bins, correct, n_bins)
+
+
+def _old_ece(proba, y, n_bins):
+    count, conf_sum, right_sum = _old_binned(proba, y, n_bins)
+    return float(np.abs(right_sum - conf_sum).sum() / count.sum())
+
+
+def _old_rows(proba, y, n_bins):
+    count, conf_sum, right_sum = _old_binned(proba, y, n_bins)
+    return [(int(c), conf_sum[m] / c if c else None, right_sum[m] / c if c else None) for m, c in enumerate(count)]
+
+
+@pytest.mark.parametrize("n_bins", [1, 2, 10, 15, 40])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ece_and_bins_equal_the_hand_written_version(n_bins, seed):
+    # Random data with very different confidence spreads, so some runs leave bins empty (40 bins, peaked
+    # softmax) and some fill them all.
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(5, 400)), int(rng.integers(2, 11))
+    proba = softmax(rng.normal(0, 4.0 * rng.random(), size=(n, k)), axis=1)
+    y = rng.integers(0, k, n)
+    assert expected_calibration_error(proba, y, n_bins) == pytest.approx(_old_ece(proba, y, n_bins), abs=1e-12)
+    rows = reliability_curve(proba, y, n_bins)
+    old = _old_rows(proba, y, n_bins)
+    assert [r["count"] for r in rows] == [c for c, _, _ in old]
+    for r, (c, conf, acc) in zip(rows, old, strict=True):
+        if c:
+            assert (r["confidence"], r["accuracy"]) == pytest.approx((round(conf, 6), round(acc, 6)), abs=1e-12)
+        else:
+            assert r["confidence"] is None and r["accuracy"] is None
+
+
+def test_bins_are_sklearns_calibration_curve_on_top_label_correctness():
+    # The oracle stated directly: confidence vs "was the top class right" is binary calibration.
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(5)
+    proba = softmax(rng.normal(0, 2, size=(500, 6)), axis=1)
+    y = rng.integers(0, 6, 500)
+    prob_true, prob_pred = calibration_curve(proba.argmax(1) == y, proba.max(1), n_bins=15, strategy="uniform")
+    rows = [r for r in reliability_curve(proba, y) if r["count"]]  # sklearn drops empty bins; so does the plot data
+    assert [r["accuracy"] for r in rows] == pytest.approx(prob_true, abs=1e-6)
+    assert [r["confidence"] for r in rows] == pytest.approx(prob_pred, abs=1e-6)
+    counts = np.array([r["count"] for r in rows])
+    assert counts.sum() == 500
+    assert expected_calibration_error(proba, y) == pytest.approx((counts / 500 * np.abs(prob_true - prob_pred)).sum())
+
+
+def test_confidence_a_hair_above_one_is_binned_not_refused():
+    # float32 softmax rows can sum to 1 + a few ulps; sklearn refuses y_prob > 1, the curve clips.
+    proba = np.array([[1 + 1e-7, 0.0], [0.6, 0.4]])
+    rows = reliability_curve(proba, np.array([0, 1]), n_bins=2)
+    assert [r["count"] for r in rows] == [0, 2]
+    assert expected_calibration_error(proba, np.array([0, 1]), n_bins=2) == pytest.approx(abs(0.5 - 0.8))

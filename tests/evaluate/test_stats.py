@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 from sklearn.tree import DecisionTreeClassifier
 
 from dlrig.evaluate.stats import (
@@ -214,6 +215,7 @@ def test_bootstrap_vectorised_paths_match_a_plain_loop():
     pairs = [
         ("accuracy", pred, lambda t, p: accuracy_score(t, p)),
         ("balanced_accuracy", pred, lambda t, p: balanced_accuracy_score(t, p)),
+        ("macro_f1", pred, lambda t, p: f1_score(t, p, average="macro", zero_division=0)),
         ("log_loss", proba, lambda t, p: log_loss(t, p, labels=range(4))),
     ]
     for name, values, loop_fn in pairs:
@@ -231,3 +233,76 @@ def test_bootstrap_is_fast_enough_for_every_run():
     start = time.perf_counter()
     bootstrap_ci(y, pred, accuracy_score, n_boot=1000)
     assert time.perf_counter() - start < 0.5
+
+
+def _macro_f1(t, p):
+    return f1_score(t, p, average="macro", zero_division=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "oracle_statistic", "vectorized"),
+    [
+        ("accuracy", lambda t, p, axis=-1: (t == p).mean(axis=axis), True),
+        ("balanced_accuracy", balanced_accuracy_score, False),
+        ("macro_f1", _macro_f1, False),
+    ],
+)
+def test_bootstrap_is_scipys_bca_on_paired_rows(name, oracle_statistic, vectorized):
+    # The oracle: scipy.stats.bootstrap called directly on the (label, prediction) pairs, with the
+    # generator the seed gives. Same resamples, same jackknife, same interval.
+    y, pred, _ = _predictions(150, 0.85, k=5, seed=4)
+    ours = bootstrap_ci(y, pred, name, n_boot=300, seed=11)
+    ref = sps.bootstrap(
+        (y, pred), oracle_statistic, n_resamples=300, paired=True, vectorized=vectorized,
+        method="BCa", confidence_level=0.95, rng=np.random.default_rng(11),
+    )
+    assert (ours.low, ours.high) == pytest.approx(tuple(ref.confidence_interval), abs=1e-12)
+    assert ours.std == pytest.approx(ref.standard_error)
+    assert ours.method == "BCa" and "95% BCa bootstrap CI" in ours.verdict
+
+
+def _old_percentile_bootstrap(y, pred, n_boot=1000, confidence=0.95, seed=0):
+    """The hand-written percentile bootstrap of accuracy that scipy's replaced (same draws)."""
+    idx = np.random.default_rng(seed).integers(0, y.size, size=(n_boot, y.size))
+    boots = (pred == y)[idx].mean(axis=1)
+    return tuple(np.quantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])), boots.std(ddof=1)
+
+
+def test_percentile_method_reproduces_the_hand_written_interval_and_bca_moves_it_little():
+    # method="percentile" draws the very resamples the old code drew, so the interval is unchanged; BCa
+    # only shifts the ends along the same bootstrap distribution -- on 360 rows, by a test sample or two.
+    y, pred, _ = _predictions(360, 0.97, seed=2)
+    (low, high), std = _old_percentile_bootstrap(y, pred, seed=42)
+    pct = bootstrap_ci(y, pred, "accuracy", seed=42, method="percentile")
+    assert (pct.low, pct.high, pct.std) == pytest.approx((low, high, std))
+    assert pct.method == "percentile" and "95% percentile bootstrap CI" in pct.verdict
+    bca = bootstrap_ci(y, pred, "accuracy", seed=42)
+    assert bca.std == pct.std
+    assert abs(bca.low - pct.low) <= 2 / 360 and abs(bca.high - pct.high) <= 2 / 360
+    assert bca.low <= bca.estimate <= bca.high
+
+
+def test_bootstrap_degenerate_cases_give_the_point_value():
+    # Every prediction right: every resample scores 1, BCa is 0/0 (scipy: NaN and a warning); the
+    # interval is the point itself, quietly.
+    y, _, _ = _predictions(200, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+            r = bootstrap_ci(y, y, name)
+            assert (r.estimate, r.low, r.high, r.std) == (1.0, 1.0, 1.0, 0.0), name
+        wrong = bootstrap_ci(y, (y + 1) % 10, "accuracy")
+        assert (wrong.estimate, wrong.low, wrong.high) == (0.0, 0.0, 0.0)
+        one = bootstrap_ci(y[:1], y[:1], "accuracy")
+        assert (one.low, one.high, one.n) == (1.0, 1.0, 1) and "no interval" in one.verdict
+    json.dumps(bootstrap_ci(y, y, "accuracy").to_dict(), allow_nan=False)
+
+
+def test_bootstrap_falls_back_to_percentile_where_bca_cannot_be_computed():
+    # "Any mistake at all" on 30 rows with two mistakes: every leave-one-out sample still holds one, so
+    # BCa's jackknife is constant (acceleration 0/0, NaN), yet about e^-2 of the resamples draw neither.
+    y = np.zeros(30, dtype=int)
+    pred = np.array([1, 1] + [0] * 28)
+    r = bootstrap_ci(y, pred, lambda t, p: float((t != p).any()), n_boot=500, seed=1)
+    assert r.method == "percentile" and "percentile bootstrap CI" in r.verdict
+    assert (r.estimate, r.low, r.high) == (1.0, 0.0, 1.0)

@@ -2,8 +2,8 @@
 temperature scaling (Guo, Pleiss, Sun & Weinberger, 2017, "On calibration of modern neural networks").
 
 Everything here uses the *top-label* confidence: the largest class probability and whether its class is
-the true one. Bins are equal-width on ``[0, 1]``; bin ``m`` (1-based) holds confidences in
-``((m - 1)/M, m/M]``, the first bin also holds 0.
+the true one -- a binary problem, so sklearn's ``calibration_curve`` gives the bin means. Bins are equal-width
+on ``[0, 1]``; bin ``m`` (1-based) holds confidences in ``((m - 1)/M, m/M]``, the first bin also holds 0.
 """
 
 from __future__ import annotations
@@ -35,14 +35,28 @@ def _check(proba: Any, y: Any, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     return proba, y
 
 
-def _binned(proba: Any, y: Any, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin: sample count, summed confidence, summed correctness."""
+def _bin_ids(confidence: Any, n_bins: int) -> np.ndarray:
+    """The 0-based bin of each confidence: sklearn's ``calibration_curve(strategy="uniform")`` rule --
+    equal-width edges ``linspace(0, 1, n_bins + 1)``, right-closed -- so counts made here line up with the
+    bins it returns."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], np.asarray(confidence, dtype=np.float64))
+
+
+def _curve(proba: Any, y: Any, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count per bin ``[n_bins]``, accuracy and mean confidence of the non-empty bins).
+
+    Top-label calibration is a binary problem -- was the top class right, against how confident it was --
+    so sklearn's ``calibration_curve`` computes the curve; it drops empty bins, hence the counts.
+    """
+    from sklearn.calibration import calibration_curve
+
     proba, y = _check(proba, y, n_bins)
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y).astype(np.float64)
-    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    return count, np.bincount(bins, conf, n_bins), np.bincount(bins, correct, n_bins)
+    # Rows that sum to 1 + a few ulps can put the top probability a hair above 1, which sklearn refuses.
+    conf = np.clip(proba.max(axis=1), 0.0, 1.0)
+    correct = (proba.argmax(axis=1) == y).astype(np.int64)
+    accuracy, confidence = calibration_curve(correct, conf, pos_label=1, n_bins=n_bins, strategy="uniform")
+    return np.bincount(_bin_ids(conf, n_bins), minlength=n_bins), accuracy, confidence
 
 
 def expected_calibration_error(proba: Any, y: Any, n_bins: int = 15) -> float:
@@ -51,27 +65,30 @@ def expected_calibration_error(proba: Any, y: Any, n_bins: int = 15) -> float:
     0 is perfectly calibrated; an overconfident model (confidence above its accuracy) scores high.
     ``proba`` is ``[n, K]`` class probabilities, ``y`` the true class indices.
     """
-    count, conf_sum, right_sum = _binned(proba, y, n_bins)
-    # |sum(acc) - sum(conf)| / n per bin equals |B_m|/n * |acc_m - conf_m|.
-    return float(np.abs(right_sum - conf_sum).sum() / count.sum())
+    count, accuracy, confidence = _curve(proba, y, n_bins)
+    weight = count[count > 0] / count.sum()
+    return float((weight * np.abs(accuracy - confidence)).sum())
 
 
 def reliability_curve(proba: Any, y: Any, n_bins: int = 15) -> list[dict[str, Any]]:
     """One row per bin: ``{"bin_low", "bin_high", "confidence", "accuracy", "count"}``, JSON-ready.
 
     ``confidence`` and ``accuracy`` are the bin means (``None`` for an empty bin, which stays in the list
-    so every run has the same rows). A calibrated model's rows lie on ``accuracy == confidence``.
+    so every run has the same rows; the evaluate stage drops them from the plot data, as sklearn's
+    ``calibration_curve`` does). A calibrated model's rows lie on ``accuracy == confidence``.
     """
-    count, conf_sum, right_sum = _binned(proba, y, n_bins)
+    count, accuracy, confidence = _curve(proba, y, n_bins)
+    means = iter(zip(accuracy, confidence, strict=True))
     rows = []
     for m in range(n_bins):
         c = int(count[m])
+        acc, conf = next(means) if c else (None, None)
         rows.append(
             {
                 "bin_low": round(m / n_bins, DECIMALS),
                 "bin_high": round((m + 1) / n_bins, DECIMALS),
-                "confidence": round(float(conf_sum[m] / c), DECIMALS) if c else None,
-                "accuracy": round(float(right_sum[m] / c), DECIMALS) if c else None,
+                "confidence": None if conf is None else round(float(conf), DECIMALS),
+                "accuracy": None if acc is None else round(float(acc), DECIMALS),
                 "count": c,
             }
         )
