@@ -88,6 +88,13 @@ def five_by_two_test(scores_a: np.ndarray, scores_b: np.ndarray, *, labels: tupl
     return paired_ttest_5x2cv(diffs, alpha=alpha, labels=labels).to_dict()
 
 
+def _t_cell(test: dict[str, Any]) -> str:
+    """``t (p)``; with the same difference on every fold there is no spread, so no finite t."""
+    t, p = test.get("statistic"), test.get("p_value")
+    stat = "n/a" if t is None else f"{t:.2f}"
+    return f"{stat} ({'n/a' if p is None else format(p, '.3g')})"
+
+
 def markdown_table(results: dict[str, Any], reference: str, metric: str) -> str:
     """One row per baseline: means, the corrected t-test, the Bayesian test, McNemar, 5x2cv."""
     lines = [
@@ -101,8 +108,8 @@ def markdown_table(results: dict[str, Any], reference: str, metric: str) -> str:
             name,
             f"{folds['mean'][name]:.4f}",
             f"{folds['mean'][reference]:.4f}",
-            f"{folds['corrected_t']['statistic']:.2f} ({folds['corrected_t']['p_value']:.3g})",
-            f"{folds['naive_t']['statistic']:.2f} ({folds['naive_t']['p_value']:.3g})",
+            _t_cell(folds["corrected_t"]),
+            _t_cell(folds["naive_t"]),
             f"{folds['bayes']['p_a_better']:.2f} / {folds['bayes']['p_rope']:.2f}",
             f"{test['p_value']:.3g}" if test else "-",
             f"{five['p_value']:.3g}" if five else "-",
