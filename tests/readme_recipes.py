@@ -26,6 +26,8 @@ SKIP = [
     # Post to a pull request: need a forge, the network and a token.
     (r"gh pr comment\b.*", "posts to a GitHub pull request (network and token)"),
     (r"cml\b.*", "CML posts to a CI forge (network and token)"),
+    # A developer tool that rewrites dvc.yaml's code deps: tests/test_stage_deps.py runs it on a copy.
+    (r"python tests/tools/stage_deps\.py --write", "rewrites dvc.yaml; tests/test_stage_deps.py runs it"),
     # A placeholder the user fills in.
     (r"dvc exp apply <name>", "<name> is a placeholder"),
 ]
@@ -36,6 +38,7 @@ QUERIES = [
     (r"dlrig check-params(\s+\S+)?", "before"),
     (r"dlrig check-regression(\s+--\S+(\s+[^-\s]\S*)?)*", "before"),
     (r"dvc (metrics|plots) show(\s+.*)?", "before"),
+    (r"dlrig predict\s+\S+\s+\S+(\s+--\S+(\s+[^-\s]\S*)?)*", "before"),
     (r"dvc exp show(\s+.*)?", "after"),
     (r"dvc (metrics|plots) diff(\s+.*)?", "after"),
 ]

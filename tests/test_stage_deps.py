@@ -70,6 +70,21 @@ def _stage(root: Path, deps: list[str], cmd: str = "python stages/s.py --out out
     return sd.load_stages(root, "dvc.yaml")[0]
 
 
+def test_write_restores_the_code_deps_and_keeps_the_rest(tmp_path):
+    """`python tests/tools/stage_deps.py --write` on a copy whose train stage lost a dep and gained a stale one."""
+    for name in ("dvc.yaml", ".dvcignore", "pyproject.toml"):
+        shutil.copy(sd.ROOT / name, tmp_path / name)
+    for name in ("src", "stages", "studies"):
+        shutil.copytree(sd.ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.lock"))
+    original = (tmp_path / "dvc.yaml").read_text()
+    broken = original.replace("      - src/dlrig/train/fit.py\n", "", 1).replace(
+        "      - stages/train.py\n", "      - stages/train.py\n      - src/dlrig/report/html.py\n", 1)
+    (tmp_path / "dvc.yaml").write_text(broken)
+    assert sd.problems(tmp_path)
+    assert sd.write_code_deps(tmp_path) == ["dvc.yaml"]
+    assert (tmp_path / "dvc.yaml").read_text() == original and sd.problems(tmp_path) == []
+
+
 def test_the_walk_follows_every_kind_of_import(tmp_path):
     root = _write(tmp_path, {
         "stages/s.py": "import helper\nfrom pkg import sub\n\ndef main():\n    from pkg.lazy import f\n",
