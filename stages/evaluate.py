@@ -2,7 +2,9 @@
 
 Writes test metrics with bootstrap intervals, the nested-CV estimate with its interval, and calibration
 (ECE before/after temperature scaling fitted on the training split's early-stopping rows, with the guard
-rails of ``dlrig.evaluate.holdout.calibration``).
+rails of ``dlrig.evaluate.holdout.calibration``) to reports/metrics.json, and the few headline numbers of
+it (``dlrig.evaluate.holdout.HEADLINE_KEYS``) to reports/headline.json, the file dvc.yaml declares as the
+metric so that `dvc metrics show` and `dvc exp show` stay narrow.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
-from dlrig.evaluate.holdout import calibration, holdout_metrics, precision_recall
+from dlrig.evaluate.holdout import calibration, headline, holdout_metrics, precision_recall
 from dlrig.evaluate.metrics import write_plot_data
 from dlrig.io import load_json, load_npz, save_json
 from dlrig.params import load_params
@@ -53,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--meta", default="data/raw/meta.json")
     ap.add_argument("--model", default="models/model.pt")
     ap.add_argument("--cv", default="reports/cv/summary.json")
-    ap.add_argument("--metrics", default="reports/metrics.json")
+    ap.add_argument("--metrics", default="reports/metrics.json", help="every test and CV number")
+    ap.add_argument("--headline", default=None,
+                    help="the few numbers `dvc metrics show` and `dvc exp show` list (the DVC metric); "
+                         "default: headline.json beside --metrics")
     ap.add_argument("--plots", default="reports/plots")
     args = ap.parse_args(argv)
 
@@ -70,13 +76,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     y_fit, proba_fit, flipped_fit = fitting_rows(args.train, args.meta, model, ckpt)
     calib, curves = calibration(test.y, proba, y_fit, proba_fit, flipped_fit=flipped_fit)
 
-    save_json(args.metrics, {
+    full = {
         "test": metrics,
         "cv": {"metric": cv["metric"], "depth": cv["depth"], "optimistic": cv["optimistic"],
                "mean": cv["mean"], "std": cv["std"],
                "ci95": {"low": cv["ci95"][0], "high": cv["ci95"][1]}, "optimism": cv["optimism"]},
         "calibration": calib,
-    })
+    }
+    save_json(args.metrics, full)
+    save_json(args.headline or Path(args.metrics).with_name("headline.json"), headline(full))
     write_plot_data(args.plots, test.y, proba, test.classes)
     save_json(f"{args.plots}/precision_recall.json", pr_curve)
     for name in ("before", "after"):  # temperature scaling; "after" is empty when no T could be fitted

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlrig.params import load_params
-from dlrig.report.html import build_report
+from dlrig.report.html import build_report, run_identity
 from dlrig.stage import run_stage
 
 
@@ -20,7 +20,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    build_report(Path(args.reports), Path(args.params), Path(args.out), Path(args.figures), params.report)
+    # The experiment's name and git commit go in the title block: the same in two runs of one git state.
+    build_report(Path(args.reports), Path(args.params), Path(args.out), Path(args.figures), params.report,
+                 identity=run_identity())
     print(f"report: open {args.out}")
 
 

@@ -1,7 +1,8 @@
 """train: select hyperparameters by nested cross-validation on the training split, then refit.
 
 1. Nested CV (``cv``, ``search``): estimates how well the *selection procedure* generalises and how
-   optimistic the inner scores are; per-fold records go to reports/cv/.
+   optimistic the inner scores are; per-fold records go to reports/cv/, and every trial of every search
+   to reports/cv/trials.csv (one row per search and trial, like scikit-learn's ``cv_results_``).
 2. The final config is selected the same way on all training rows and refit on them (early stopping
    carved from those rows only) -> models/model.pt. Curves are logged with DVCLive to reports/train/.
 
@@ -20,11 +21,12 @@ from pathlib import Path
 import torch
 
 from dlrig.data.dataset import Dataset
-from dlrig.io import adopt_tree, save_json
+from dlrig.io import adopt_tree, save_json, save_text
 from dlrig.models import count_parameters
 from dlrig.params import load_params
 from dlrig.select.analysis import analyze_search, optimism_summary
 from dlrig.select.run import select_config
+from dlrig.select.trials import trial_rows, trials_csv
 from dlrig.stage import run_stage
 from dlrig.train import fit
 from dlrig.train.callbacks import DVCLiveLogger
@@ -56,17 +58,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = selection.summary
     trials = selection.final.search.to_json()["trials"] if selection.final.search else []
     analysis = analyze_search(trials, selection.space, params.search.metric)
+    final = {"config": selection.final.config, "inner_score": round(selection.final.inner_score, 6),
+             "candidate": selection.final.candidate, "candidates": selection.final.candidates,
+             "search": selection.final.search.to_json() if selection.final.search else None}
     save_json(f"{args.cvdir}/folds.json", selection.folds)
     save_json(f"{args.cvdir}/summary.json", {
         **summary,
         "optimism_summary": optimism_summary(selection.folds, metric=params.search.metric)
         if cv.depth > 1 else None,
-        "final": {"config": selection.final.config, "inner_score": round(selection.final.inner_score, 6),
-                  "candidate": selection.final.candidate, "candidates": selection.final.candidates,
-                  "search": selection.final.search.to_json() if selection.final.search else None},
+        "final": final,
         "space": selection.space,
         "analysis": analysis,
     })
+    # Every trial of every search, flat (scikit-learn's cv_results_); no seconds in it: see select/trials.py.
+    save_text(f"{args.cvdir}/trials.csv",
+              trials_csv(trial_rows(selection.folds, final, list(selection.space))))
     save_json(f"{args.cvdir}/metrics.json", {
         "cv": {"mean": summary["mean"], "std": summary["std"], "optimism": summary["optimism"],
                "n_trials": len(trials)},

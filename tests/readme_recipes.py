@@ -39,6 +39,7 @@ QUERIES = [
     (r"dlrig check-regression(\s+--\S+(\s+[^-\s]\S*)?)*", "before"),
     (r"dvc (metrics|plots) show(\s+.*)?", "before"),
     (r"dlrig predict\s+\S+\s+\S+(\s+--\S+(\s+[^-\s]\S*)?)*", "before"),
+    (r"dlrig plots(\s+\S+)*", "before"),
     (r"dvc exp show(\s+.*)?", "after"),
     (r"dvc (metrics|plots) diff(\s+.*)?", "after"),
 ]

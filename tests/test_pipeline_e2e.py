@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+# The README's `dvc exp show` line: the headline's main numbers and the params that differ, no dep hashes.
+EXP_SHOW = ["--only-changed", "--drop", r".*/|Created|test\.(bal_acc|loss|ece)|cv\.std"]
+
+
+def sh(*args: str, cwd: Path, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}
+           "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", **extra_env}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -67,7 +71,15 @@ def test_repro_runs_every_stage_and_scores_well(repo):
     assert validation["success"] is True
     html = (repo / "reports/report.html").read_text()
     assert f"{metrics['accuracy']:.3f}"[:4] in html and "data:image/png;base64," in html
+    head = sh("git", "rev-parse", "--short=7", "HEAD", cwd=repo).stdout.strip()
+    assert f"git <code>{head}</code>" in html.split("</header>")[0]  # the title block names the commit
     assert (repo / "models/model.pt").is_file() and (repo / "dvc.lock").is_file()
+    # One row per (search, trial): 2 learning rates in each of the 3 outer folds' searches and the final one.
+    rows = list(csv.DictReader(io.StringIO((repo / "reports/cv/trials.csv").read_text())))
+    assert [(r["search"], r["param_optim.lr"]) for r in rows] == [
+        (search, lr) for search in ("outer-0", "outer-1", "outer-2", "final") for lr in ("0.001", "0.003")]
+    assert all(r["state"] == "complete" and r["rank_inner_score"] in ("1", "2") for r in rows)
+    assert [r["chosen"] for r in rows].count("true") == 4
 
 
 def test_second_repro_does_nothing(repo):
@@ -102,22 +114,52 @@ def test_forced_rerun_gives_identical_outputs(repo):
     assert ran_stages(sh("dvc", "repro", cwd=repo)) == []
 
 
+def widest(text: str) -> int:
+    return max(len(line.rstrip()) for line in text.splitlines())
+
+
+def test_dvc_views_are_lean(repo):
+    """`dvc metrics show`: the headline only, in 120 columns. `dvc plots show`: each plot once, titled; the
+    offline page draws them all and holds no URL."""
+    shown = sh("dvc", "metrics", "show", cwd=repo, COLUMNS="1000").stdout
+    assert widest(shown) <= 120, shown
+    assert "reports/headline.json" in shown and "train.loss" not in shown and "step" not in shown
+    headline = json.loads((repo / "reports/headline.json").read_text())
+    assert sorted(headline) == ["cv", "test"] and sum(len(v) for v in headline.values()) == 8
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo).stdout)["data"]
+    assert len(plots) == 7 and all(len(renderers) == 1 for renderers in plots.values())
+    assert not any("/" in title for title in plots)  # titled, not named by a file path
+    loss = next(v for k, v in plots.items() if k.startswith("Loss per epoch"))[0]["content"]
+    assert {row["filename"] for row in loss["data"]["values"]} == {"train/loss.tsv", "val/loss.tsv"}
+    out = sh("dlrig", "plots", cwd=repo).stdout
+    assert "7 of 7 drawn" in out
+    page = (repo / "dvc_plots/offline.html").read_text()
+    assert "http" not in page and page.count('src="data:image/png;base64,') == 7
+    shutil.rmtree(repo / "dvc_plots")  # a view, not an output: leave the repo as the pipeline left it
+
+
 def test_metrics_show_and_exp_run_compare(repo):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", cwd=repo)
-    assert "reports/metrics.json" in json.dumps(shown)
+    assert "reports/headline.json" in json.dumps(shown) and "reports/metrics.json" not in json.dumps(shown)
     baseline_cv = json.loads((repo / "reports/cv/metrics.json").read_text())["cv"]
     # model.hidden is not searched: the fit cache must miss (it once served the baseline's scores).
-    sh("dvc", "exp", "run", "-S", "model.hidden=64", cwd=repo)
+    sh("dvc", "exp", "run", "-n", "hidden64", "-S", "model.hidden=64", cwd=repo)
     run = json.loads((repo / "reports/run/train.json").read_text())
     assert run["cache"]["misses"] > 0 and run["cache"]["hits"] == 0
     assert json.loads((repo / "reports/cv/metrics.json").read_text())["cv"] != baseline_cv
+    title = (repo / "reports/report.html").read_text().split("</header>")[0]
+    assert "experiment <strong>hidden64</strong>" in title  # dvc exp run names the run in its environment
     rows = list(csv.DictReader(io.StringIO(sh("dvc", "exp", "show", "--csv", cwd=repo).stdout)))
     hidden = next(k for k in rows[0] if k.endswith("model.hidden"))
-    assert sorted({r[hidden] for r in rows}) == ["128", "64"] and any("test.accuracy" in k for k in rows[0])
+    assert sorted({r[hidden] for r in rows}) == ["128", "64"] and any("test.acc" in k for k in rows[0])
+    table = sh("dvc", "exp", "show", "--no-pager", *EXP_SHOW, cwd=repo, COLUMNS="1000").stdout
+    assert widest(table) <= 120 and "…" not in table, table  # the README's line fits a terminal
+    head = table.splitlines()[1]
+    assert "model.hidden" in head and "test.acc" in head and "cv.mean" in head and "Created" not in head
     diff = sh("dvc", "metrics", "diff", "--json", cwd=repo).stdout
-    assert "reports/metrics.json" in diff
+    assert "reports/headline.json" in diff
     sh("dvc", "plots", "diff", "--json", cwd=repo)
 
 

@@ -135,6 +135,12 @@ def _predict(args: argparse.Namespace) -> None:
           file=sys.stderr)
 
 
+def _plots(args: argparse.Namespace) -> None:
+    from dlrig.report.dvcplots import main as plots_main
+
+    plots_main([*args.revs, "--out", args.out])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dlrig", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     pred.add_argument("--threads", type=int, default=1,
                       help="torch threads (1, as evaluate runs: the same probabilities to the last bit)")
     pred.set_defaults(func=_predict)
+
+    plots = sub.add_parser("plots", help="the dvc.yaml plots as images in one self-contained page (offline)")
+    plots.add_argument("revs", nargs="*", help="revisions to compare, as `dvc plots diff` takes them; "
+                       "none: the workspace")
+    plots.add_argument("-o", "--out", default="dvc_plots/offline.html")
+    plots.set_defaults(func=_plots)
 
     args = parser.parse_args(argv)
     run_stage(lambda _argv: args.func(args))

@@ -123,3 +123,8 @@ def test_precision_recall_by_hand():
     assert curve[0] == {"recall": 0.0, "precision": 1.0} and len(curve) == 101
     precisions = [p["precision"] for p in curve]
     assert all(a >= b for a, b in zip(precisions, precisions[1:], strict=False))  # an envelope never rises
+    # By hand, over the 15 (sample, class) pairs: 5 positives scored .8 .3 .7 .4 .8. Recall 1 needs a threshold
+    # <= .3, where 2 negatives (.6, .5) join: 5/7. Recall .8 alone (threshold .4) is 4/6, but the envelope takes
+    # the better 5/7 found at a higher recall. Recall .6 (threshold .7) has no negative: 1.
+    at = {p["recall"]: p["precision"] for p in curve}
+    assert at[1.0] == round(5 / 7, 6) and at[0.8] == round(5 / 7, 6) and at[0.6] == 1.0

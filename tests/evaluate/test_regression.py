@@ -201,3 +201,16 @@ def test_missing_git_binary_is_a_user_error(repo, monkeypatch):
 def test_rows_are_floats_not_strings():
     row = check_regression(_current(accuracy=0.93), BASE, THRESHOLDS).rows[0]
     assert all(isinstance(v, float) and math.isfinite(v) for v in (row.baseline, row.current, row.change))
+
+
+def test_the_repos_thresholds_watch_headline_metrics_that_exist():
+    """thresholds.yaml parses, each watched metric is a headline number (reports/headline.json lists it),
+    and the committed results hold every one: the gate cannot pass by watching nothing."""
+    from dlrig.evaluate.holdout import HEADLINE_KEYS
+
+    root = Path(__file__).resolve().parents[2]
+    thresholds = load_thresholds(root / "thresholds.yaml")
+    assert {m.path for m in thresholds.metrics} <= set(HEADLINE_KEYS.values())
+    current = read_metrics_files(thresholds.files, root=root)
+    result = check_regression(current, current, thresholds)
+    assert [r.status for r in result.rows] == ["ok"] * len(thresholds.metrics), result.markdown()

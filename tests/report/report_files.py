@@ -21,7 +21,7 @@ import numpy as np
 
 from dlrig.data.dataset import Dataset
 from dlrig.evaluate.compare import compare_fold_scores, compare_predictions, five_by_two_test
-from dlrig.evaluate.holdout import calibration, holdout_metrics
+from dlrig.evaluate.holdout import calibration, holdout_metrics, precision_recall
 from dlrig.io import load_json, save_json, save_text
 from dlrig.labels.corrupt import corrupt_training_labels
 from dlrig.labels.detect import detection_scores, find_label_issues
@@ -106,6 +106,7 @@ FILES = {  # every required input -> the stage that writes it
     "cv/summary.json": "train",
     "cv/folds.json": "train",
     "plots/reliability_before.json": "evaluate",
+    "plots/precision_recall.json": "evaluate",
     "compare.json": "compare",
     "labels.json": "labels",
     "detect.json": "detect",
@@ -306,7 +307,10 @@ def study_file() -> dict:
 def write_result_files(reports, metrics_test: dict, calibration_mode: str = "lowered") -> None:
     """metrics.json (with ci95 and calibration), the reliability plot data, compare, labels, detect."""
     calib, curves = calibration_files(calibration_mode)
-    save_json(reports / "metrics.json", {"test": {**metrics_test, "ci95": ci95_of_test()}, "calibration": calib})
+    ap, pr_curve = precision_recall(Y_TEST, _proba(PRED_TEST, 0.7), CLASSES)
+    save_json(reports / "metrics.json",
+              {"test": {**ap, **metrics_test, "ci95": ci95_of_test()}, "calibration": calib})
+    save_json(reports / "plots/precision_recall.json", pr_curve)
     for name, rows in curves.items():
         save_json(reports / f"plots/reliability_{name}.json", rows)
     save_json(reports / "compare.json", compare_file())

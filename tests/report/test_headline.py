@@ -34,7 +34,9 @@ def test_corrupted_labels_lead_with_the_test_score_and_name_what_cv_measured(tmp
     assert f"Nested-CV estimate, {words} training labels" in headline
     # The test score comes first: the lead sentence opens with it, and its cards precede the CV box.
     lead = headline[headline.index('<p class="lead">'):headline.index("</p>")]
-    assert lead.index("test accuracy 66.67% (95% CI 33.3–100.0%) on 6 held-out samples") < lead.index("CV ")
+    ci = load_json(root / "reports/metrics.json")["test"]["ci95"]["accuracy"]  # evaluate's bootstrap
+    shown = f"test accuracy 66.67% (95% CI {100 * ci['low']:.1f}–{100 * ci['high']:.1f}%) on 6 held-out samples"
+    assert lead.index(shown) < lead.index("CV ")
     assert headline.index("Held-out test set (true labels)") < headline.index('<div class="estimate')
     assert "scored against different labels (true vs " in headline
     noise = labels["noise"]

@@ -20,7 +20,7 @@ from tests.report.report_files import (
 from dlrig.errors import UserError
 from dlrig.io import load_json, save_json
 from dlrig.report.figures import confusion_matrix_figure, learning_curves, per_class_recall_figure
-from dlrig.report.html import FIGURES
+from dlrig.report.html import FIGURES, OPTIONAL_FIGURES
 
 
 @pytest.fixture
@@ -32,7 +32,10 @@ def test_report_has_headline_numbers_and_is_self_contained(inputs):
     page = build_page(inputs, "out")
     for shown in ("66.67%", "72.22%", "0.6556", "0.7091", ">6<"):
         assert shown in page
-    assert page.count('src="data:image/png;base64,') == len(FIGURES) == 7
+    # Every figure, plus the importance bars and the top-two heat map (two searched hyperparameters); no
+    # per-fold refit curves: these fold records hold no refit history.
+    drawn = [*FIGURES.values(), OPTIONAL_FIGURES["cv_importance"], OPTIONAL_FIGURES["cv_top_two"]]
+    assert page.count('src="data:image/png;base64,') == len(drawn) == 10
     text = without_images(page)
     assert "http" not in text  # no external resource of any kind
     assert "<script" not in text and "<link" not in text
@@ -40,12 +43,13 @@ def test_report_has_headline_numbers_and_is_self_contained(inputs):
     assert "at least 10 per class &lt;b&gt;" in text  # input values escaped
     assert text.count('<tr class="fail">') == 1  # the failed expectation is highlighted
     assert "2 classes" in text and "dataset.n_samples" in text and "settings.on_failure" in text
-    assert "lr: 0.001" in text  # params shown (1e-3 read as a number)
+    # params shown as used: the searched lr chosen (0.003) in place of the file's 1e-3 (read as a number)
+    assert "<mark>  lr: 0.003</mark><span class=\"chosen\">  # chosen by the search; params.yaml: 0.001" in text
     assert "12,345" in text  # parameter count
     assert str(inputs) not in text  # no absolute paths
-    for name in FIGURES.values():
+    for name in drawn:
         png_size(inputs / "out/figures" / name)  # the figures written beside are valid PNGs
-    assert sorted(p.name for p in (inputs / "out/figures").iterdir()) == sorted(FIGURES.values())
+    assert sorted(p.name for p in (inputs / "out/figures").iterdir()) == sorted(drawn)
 
 
 def test_report_is_byte_identical_when_built_twice(inputs):
@@ -78,7 +82,8 @@ def test_headline_shows_cv_estimate_beside_test_accuracy(inputs):
     )
     headline = section_of(text, "headline")
     assert expected in headline and "Nested-CV estimate" in headline
-    assert "Test accuracy 0.667 (95% CI 0.333–1.000) on 6 held-out samples" in headline
+    ci = load_json(inputs / "reports/metrics.json")["test"]["ci95"]["accuracy"]  # evaluate's bootstrap
+    assert f"Test accuracy 0.667 (95% CI {ci['low']:.3f}–{ci['high']:.3f}) on 6 held-out samples" in headline
     assert "optimistic" not in headline
 
 
@@ -111,7 +116,8 @@ def test_model_selection_section_tells_the_story(inputs):
     assert warnings and '<ul class="warnings">' in section
     for warning in warnings:
         assert f"<li>{warning}</li>".replace("'", "&#x27;") in section
-    assert section.count("<figure>") == 3
+    # Outer folds, score vs each hyperparameter, importance bars, the top-two heat map, trial history.
+    assert section.count("<figure>") == 5
     assert "Candidates" not in section  # depth 3 only
 
 

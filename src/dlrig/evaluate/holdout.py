@@ -58,10 +58,10 @@ def precision_recall(y: np.ndarray, proba: np.ndarray, classes: list[str],
                  for k, name in enumerate(classes) if onehot[:, k].any()}
     precision, recall, _ = precision_recall_curve(onehot.ravel(), proba.ravel())
     levels = np.linspace(0, 1, n_points)
-    # Interpolated precision: the best precision at any recall >= the level (the usual PR envelope).
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    # Interpolated precision: the best precision at any recall >= the level (the usual PR envelope). sklearn's
+    # last point (recall 0, precision 1) has no threshold behind it, so it only counts at level 0.
     curve = [{"recall": round(float(r), 4),
-              "precision": round(float(envelope[recall >= r].max()) if (recall >= r).any() else 0.0, 6)}
+              "precision": round(float(precision[recall >= r].max()) if (recall >= r).any() else 0.0, 6)}
              for r in levels]
     metrics = {"macro_average_precision": round(float(np.mean(list(per_class.values()))), 6),
                "average_precision": per_class}
@@ -122,3 +122,30 @@ def calibration(y_test: np.ndarray, proba_test: np.ndarray, y_fit: np.ndarray | 
                warnings=_fit_warnings(t, n_flipped, n_rows))
     curves["after"] = reliability_curve(scaled, y_test, n_bins)
     return out, curves
+
+
+# The DVC metric (dvc.yaml's only `metrics:` entry): the numbers a reader compares across experiments, with
+# keys short enough that `dvc metrics show` and `dvc exp show` fit a 120-column terminal. Everything else
+# (intervals, per-class values, the confusion matrix, calibration details) stays in reports/metrics.json.
+HEADLINE_KEYS = {  # headline key -> where its value lives in reports/metrics.json
+    "test.acc": "test.accuracy",
+    "test.bal_acc": "test.balanced_accuracy",
+    "test.f1": "test.macro_f1",  # macro-F1
+    "test.loss": "test.log_loss",  # log loss (cross-entropy) of the predicted probabilities
+    "test.ap": "test.macro_average_precision",  # one-vs-rest average precision, macro mean
+    "test.ece": "calibration.ece",  # before temperature scaling
+    "cv.mean": "cv.mean",  # the nested-CV estimate of search.metric (cv.depth 1: optimistic)
+    "cv.std": "cv.std",
+}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline metrics (``HEADLINE_KEYS``) picked out of the full evaluate output, nested by group."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, source in HEADLINE_KEYS.items():
+        node: Any = metrics
+        for part in source.split("."):
+            node = node[part]
+        group, name = key.split(".")
+        out.setdefault(group, {})[name] = node
+    return out

@@ -313,3 +313,80 @@ def reliability_figure(
         ax_n.set_xlabel("mean confidence in the bin (probability of the predicted class)")
         ax_n.xaxis.set_major_formatter(PercentFormatter(1.0))
         return save_png(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- precision-recall
+def precision_recall_figure(
+    curve: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    dpi: int,
+    *,
+    macro_ap: float | None = None,
+    prevalence: float | None = None,
+) -> Path:
+    """The micro-averaged precision-recall curve (``reports/plots/precision_recall.json``: interpolated
+    precision at each recall level), its macro average precision in the title, and the chance line (the
+    share of positive (sample, class) pairs, 1/K for K classes) that a model guessing at random sits on."""
+    rows = [r for r in curve if r.get("recall") is not None and r.get("precision") is not None]
+    with _style():
+        fig = _new_figure(5.6, 4.6)
+        ax = fig.subplots()
+        if rows:
+            ax.step([float(r["recall"]) for r in rows], [float(r["precision"]) for r in rows], where="post",
+                    color=TRAIN_COLOR, linewidth=1.8, label="test, micro-averaged over classes")
+        else:
+            ax.text(0.5, 0.5, "no precision-recall data", ha="center", va="center", transform=ax.transAxes)
+        if prevalence is not None:
+            ax.axhline(prevalence, color=BEST_COLOR, linestyle="--", linewidth=1,
+                       label=f"chance ({prevalence:.0%} of the pairs are positive)")
+        ax.set_xlim(0, 1.01)
+        ax.set_ylim(0, 1.03)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("recall (share of the true (sample, class) pairs found)")
+        ax.set_ylabel("precision (best at this recall or more)")
+        title = "Precision-recall on the test split"
+        if macro_ap is not None:
+            title += f"\nmacro average precision {macro_ap:.3f}"
+        ax.set_title(title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="center left", fontsize=9)  # a good curve hugs the top, chance the bottom
+        return save_png(fig, path, dpi)
+
+
+# ---------------------------------------------------------------------- per-fold learning curves
+def fold_learning_curves(folds: Sequence[Mapping[str, Any]], path: str | Path, dpi: int) -> Path | None:
+    """Validation (and train) loss per epoch of each outer fold's refit, one colour per fold.
+
+    Each fold record holds ``refit.history`` (rows as in ``reports/train/history.json``) and
+    ``refit.best_epoch`` when the train stage saved them; None (no figure) when no record has one.
+    """
+    refits = [(f["fold"], f.get("refit") or {}) for f in sorted(folds, key=lambda f: int(f["fold"]))]
+    curves = [(fold, r["history"], r.get("best_epoch")) for fold, r in refits if r.get("history")]
+    if not curves:
+        return None
+    colors = [f"C{i % 10}" for i in range(len(curves))]
+    with _style():
+        fig = _new_figure(12, 3.8)
+        axes = fig.subplots(1, 2)
+        for ax, name, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+            ax.set_title(f"{title} per epoch, each outer fold's refit")
+            for (fold, rows, best), color in zip(curves, colors, strict=True):
+                x, y = _series(rows, f"train_{name}")
+                if x:
+                    ax.plot(x, y, color=color, linewidth=1, linestyle=":", alpha=0.8)
+                x, y = _series(rows, f"val_{name}")
+                if x:
+                    ax.plot(x, y, color=color, linewidth=1.6, label=f"fold {fold}")
+                    if best in x:
+                        ax.plot(best, y[x.index(best)], marker="*", markersize=11, color=color,
+                                markeredgecolor="black", markeredgewidth=0.5, linestyle="none", zorder=5)
+            if name == "accuracy":
+                ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside upper center", ncols=min(len(handles), 8),
+                       title="solid: validation (early-stopping rows), dotted: train; star: the epoch kept")
+        return save_png(fig, path, dpi)

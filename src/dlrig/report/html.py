@@ -18,6 +18,9 @@ It carries no timestamp and no absolute path: the same inputs give a byte-identi
 
 from __future__ import annotations
 
+import copy
+import os
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,12 +36,15 @@ from dlrig.report.calibration import calibration_section, missing_calibration_ke
 from dlrig.report.cv_figures import outer_fold_scores, score_vs_hyperparameters, trial_history
 from dlrig.report.figures import (
     confusion_matrix_figure,
+    fold_learning_curves,
     learning_curves,
     per_class_recall_figure,
+    precision_recall_figure,
     reliability_figure,
 )
 from dlrig.report.labels import check_labels, labels_section, training_label_caveat
 from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, page, pct, plain
+from dlrig.report.search_figures import importance_figure, top_two_figure
 from dlrig.report.selection import selection_section
 
 # input file (relative to reports_dir) -> the stage that writes it
@@ -50,6 +56,7 @@ INPUTS = {
     "cv": ("cv/summary.json", "train"),
     "folds": ("cv/folds.json", "train"),
     "reliability_before": ("plots/reliability_before.json", "evaluate"),
+    "precision_recall": ("plots/precision_recall.json", "evaluate"),
     "compare": ("compare.json", "compare"),
     "labels": ("labels.json", "labels"),
     "detect": ("detect.json", "detect"),
@@ -57,7 +64,7 @@ INPUTS = {
 # The evaluate stage writes this exactly when it fitted a temperature, and the report then requires it.
 # No study result is read here: studies/dvc.yaml has its own report stage (dlrig.report.studies).
 OPTIONAL_INPUTS = {"reliability_after": ("plots/reliability_after.json", "evaluate")}
-LIST_INPUTS = {"folds", "reliability_before", "reliability_after"}  # JSON arrays; the others are objects
+LIST_INPUTS = {"folds", "reliability_before", "reliability_after", "precision_recall"}  # JSON arrays
 FIGURES = {
     "curves": "learning_curves.png",
     "recall": "per_class_recall.png",
@@ -66,10 +73,18 @@ FIGURES = {
     "cv_folds": "cv_outer_folds.png",
     "cv_history": "cv_trial_history.png",
     "reliability": "reliability.png",
+    "pr": "precision_recall.png",
+}
+# Drawn only when there is something to draw: an importance to rank, two searched hyperparameters, the outer
+# refits' per-epoch histories in reports/cv/folds.json.
+OPTIONAL_FIGURES = {
+    "cv_importance": "cv_importance.png",
+    "cv_top_two": "cv_top_two.png",
+    "fold_curves": "cv_refit_curves.png",
 }
 CV_KEYS = ("metric", "depth", "mean", "std", "ci95", "final", "space", "analysis")
 FOLD_KEYS = ("fold", "best_config", "best_inner_score", "outer_score")
-HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "n")
+HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "macro_average_precision", "n")
 CI_KEYS = ("accuracy", "balanced_accuracy", "macro_f1")  # test.ci95: evaluate's bootstrap intervals
 
 
@@ -265,6 +280,12 @@ def _headline(
         ),
         ("Macro-F1", num(test["macro_f1"]), _interval(test, "macro_f1"), "unweighted mean F1 over classes"),
         ("Log loss", num(test["log_loss"]), "", "mean negative log-probability of the true class"),
+        (
+            "Average precision",
+            num(test["macro_average_precision"]),
+            "",
+            "area under each class's precision-recall curve (one vs rest), macro mean",
+        ),
         ("Test samples", num(int(test["n"])), "", f"{len(classes)} classes"),
     ]
     body = "".join(
@@ -290,7 +311,25 @@ def _headline(
     return f'<section id="headline"><h2>Headline</h2>{inner}</section>'
 
 
-def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
+def _fold_curves(folds: list[Mapping[str, Any]], png: bytes | None) -> str:
+    """The outer folds' refits, epoch by epoch; or why they cannot be drawn."""
+    if png is None:
+        return (
+            "<h3>Each outer fold's refit</h3><p>Not drawn: reports/cv/folds.json holds no per-epoch history "
+            "of the outer refits (each fold record gives only their scores), so only the final refit's "
+            "curves are shown.</p>"
+        )
+    caption = (
+        "The winner of each outer fold's inner search, refit on that fold's outer-train and scored on its "
+        "outer-test: loss and accuracy per epoch on the rows it took gradient steps on (dotted) and on the "
+        "early-stopping rows carved from its outer-train (solid); the star marks the epoch whose weights "
+        "were kept. Curves that differ much between folds say the training is unstable at this size."
+    )
+    return "<h3>Each outer fold's refit</h3>" + figure(png, "Learning curves of the outer refits",
+                                                       esc(caption))
+
+
+def _training(history: Mapping[str, Any], curves_png: bytes, fold_curves: str = "") -> str:
     rows = history.get("history") or []
     best = history.get("best_epoch")
     best_row = next((r for r in rows if r.get("epoch") == best), None)
@@ -324,13 +363,16 @@ def _training(history: Mapping[str, Any], curves_png: bytes) -> str:
     if not has_val:
         caption += " No validation curve: early stopping was off."
     return (
-        '<section id="training"><h2>How training went</h2>'
-        f"{kv_table(facts)}{figure(curves_png, 'Learning curves', esc(caption))}</section>"
+        '<section id="training"><h2>How training went</h2><h3>The final refit</h3>'
+        f"{kv_table(facts)}{figure(curves_png, 'Learning curves', esc(caption))}{fold_curves}</section>"
     )
 
 
-def _per_class(test: Mapping[str, Any], classes: list[str], recall_png: bytes, confusion_png: bytes) -> str:
+def _per_class(
+    test: Mapping[str, Any], classes: list[str], recall_png: bytes, confusion_png: bytes, pr_png: bytes
+) -> str:
     recall = test["per_class_recall"]
+    ap = test.get("average_precision") or {}
     cm = test["confusion_matrix"]
     rows = []
     for i, name in enumerate(classes):
@@ -339,12 +381,14 @@ def _per_class(test: Mapping[str, Any], classes: list[str], recall_png: bytes, c
         value = recall.get(name)
         rows.append(
             f'<tr><td>{esc(name)}</td><td class="num">{esc(num(support))}</td>'
-            f'<td class="num">{esc(num(predicted))}</td><td class="num">{esc(pct(value))}</td></tr>'
+            f'<td class="num">{esc(num(predicted))}</td><td class="num">{esc(pct(value))}</td>'
+            f'<td class="num">{esc(num(ap.get(name)))}</td></tr>'
         )
     table = (
         '<table><thead><tr><th>Class</th><th class="num">Test samples</th>'
         '<th class="num">Predicted as this class</th>'
-        f'<th class="num">Recall</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<th class="num">Recall</th><th class="num">Average precision</th></tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table>'
     )
     return (
         '<section id="per-class"><h2>Per-class results</h2>'
@@ -359,6 +403,18 @@ def _per_class(test: Mapping[str, Any], classes: list[str], recall_png: bytes, c
             "Confusion matrix",
             "Rows are the true class, columns the predicted class; cells show counts, colour shows the "
             "share of the true class.",
+        )
+        + figure(
+            pr_png,
+            "Precision-recall curve",
+            esc(
+                "Every (test sample, class) pair scored by the predicted probability of that class: the "
+                "share of the true pairs found (recall) against the share of the pairs taken that are true "
+                "(precision), as the threshold falls. Average precision (the area under a class's curve, one "
+                f"vs rest) is {num(test['macro_average_precision'])} averaged over the classes; per class "
+                "in the table below. It ranks, where accuracy only counts the top class: a model can be "
+                "right at the top and still rank the other classes badly."
+            ),
         )
         + f"<details><summary>Per-class table</summary>{table}</details></section>"
     )
@@ -453,21 +509,127 @@ def _split(split: Mapping[str, Any], classes: list[str]) -> str:
     return f'<section id="split"><h2>Train/test split</h2>{kv_table(facts)}{table}</section>'
 
 
-def _params(raw: Mapping[str, Any]) -> str:
-    text = yaml.safe_dump(dict(raw), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
-    return f'<section id="params"><h2>Parameters used</h2><pre><code>{esc(text)}</code></pre></section>'
+def _flow(value: Any) -> str:
+    """One value in YAML flow style, quoted where YAML needs it: 0.2, cnn, [16, 32], {low: 0.1}, null."""
+    text = yaml.safe_dump([value], default_flow_style=True, allow_unicode=True, width=10**6).strip()
+    return text[1:-1]
+
+
+_MISSING = object()
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _with_chosen(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the params with each dotted key of ``chosen`` set to its value (created where absent)."""
+    out: dict[str, Any] = copy.deepcopy(dict(raw))
+    for dotted, value in chosen.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+    return out
+
+
+def _yaml_lines(
+    node: Mapping[str, Any], notes: Mapping[str, str], prefix: str = "", depth: int = 0
+) -> list[str]:
+    """Block-style YAML, one escaped line per key; a key of ``notes`` (dotted) is highlighted, with its
+    note as a comment."""
+    lines = []
+    for key, value in node.items():
+        path, pad = f"{prefix}{key}", "  " * depth
+        if isinstance(value, Mapping) and value:
+            lines.append(esc(f"{pad}{_flow(key)}:"))
+            lines += _yaml_lines(value, notes, f"{path}.", depth + 1)
+        elif path in notes:
+            lines.append(f"<mark>{esc(f'{pad}{_flow(key)}: {_flow(value)}')}</mark>"
+                         f'<span class="chosen">  # {esc(notes[path])}</span>')
+        else:
+            lines.append(esc(f"{pad}{_flow(key)}: {_flow(value)}"))
+    return lines
+
+
+def _params(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
+    """params.yaml as the final model used it: the values the search chose replace their starting points."""
+    notes = {}
+    for dotted, value in chosen.items():
+        start = _lookup(raw, dotted)
+        was = "not set (its default)" if start is _MISSING else _flow(start)
+        notes[dotted] = "chosen by the search" + (f"; params.yaml: {was}" if start != value else "")
+    text = "\n".join(_yaml_lines(_with_chosen(raw, chosen), notes))
+    intro = (
+        f"params.yaml with the {len(chosen)} value{'s' if len(chosen) != 1 else ''} the search chose in "
+        "place of the starting values the file holds (highlighted, the file's value in the comment): the "
+        "config the final model was trained with."
+        if chosen
+        else "params.yaml as it is: nothing was searched."
+    )
+    return (
+        f'<section id="params"><h2>Parameters used</h2><p>{esc(intro)}</p>'
+        f"<pre><code>{text}</code></pre></section>"
+    )
 
 
 
 
-def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: str) -> str:
-    """The page as a string, from loaded inputs (see :func:`load_inputs`) and the figures' PNG bytes."""
+def run_identity(cwd: str | Path | None = None) -> dict[str, str | None]:
+    """Which run this is, for the title block: the DVC experiment's name and the git commit it started from.
+
+    ``dvc exp run`` names the experiment in ``DVC_EXP_NAME`` and its baseline commit in
+    ``DVC_EXP_BASELINE_REV`` in the environment of the stages it runs; otherwise (``dvc repro``) there is no
+    name and the revision is HEAD's. Both are None when unknown (no git, no commit yet). Two runs of the
+    same params in the same git state give the same values, so the page stays byte-identical.
+    """
+    revision = os.environ.get("DVC_EXP_BASELINE_REV") or None
+    if revision is None:
+        try:
+            proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=cwd,
+                                  capture_output=True, text=True, check=False, timeout=30)
+            revision = proc.stdout.strip() if proc.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            revision = None
+    return {"experiment": os.environ.get("DVC_EXP_NAME") or None,
+            "revision": revision[:7] if revision else None}
+
+
+def _identity_line(identity: Mapping[str, str | None]) -> str:
+    """experiment bushy-oast · git 1a2b3c4 (the commit the run started from)."""
+    parts = []
+    if identity.get("experiment"):
+        parts.append(f"experiment <strong>{esc(identity['experiment'])}</strong>")
+    rev = identity.get("revision")
+    parts.append(f"git <code>{esc(rev)}</code>" if rev else "git revision unknown (no commit)")
+    return " · ".join(parts)
+
+
+def render_html(
+    inputs: Mapping[str, Any],
+    figures: Mapping[str, bytes],
+    title: str,
+    identity: Mapping[str, str | None] | None = None,
+) -> str:
+    """The page as a string, from loaded inputs (see :func:`load_inputs`), the figures' PNG bytes (the
+    optional ones may be absent) and the run's identity (:func:`run_identity`; None leaves it out)."""
     test = inputs["metrics"]["test"]
     classes = _classes(test)
     validation_ok = inputs["validation"].get("success")
     subtitle = (
-        f"{len(classes)} classes · {num(int(test['n']))} test samples · data validation "
-        f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
+        esc(
+            f"{len(classes)} classes · {num(int(test['n']))} test samples · data validation "
+            f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
+        )
+        + (f"<br>{_identity_line(identity)}" if identity is not None else "")
     )
     nav = (
         ("headline", "Headline"),
@@ -490,31 +652,43 @@ def render_html(inputs: Mapping[str, Any], figures: Mapping[str, bytes], title: 
             _headline(test, classes, inputs["cv"], inputs["labels"]),
             selection_section(inputs["cv"], inputs["folds"], inputs["params"], figures),
             baselines_section(inputs["compare"], inputs["cv"]["metric"]),
-            _training(inputs["history"], figures["curves"]),
+            _training(
+                inputs["history"],
+                figures["curves"],
+                _fold_curves(inputs["folds"], figures.get("fold_curves"))
+                if int(inputs["cv"]["depth"]) > 1
+                else "",
+            ),
             calibration_section(
                 inputs["metrics"]["calibration"],
                 int(test["n"]),
                 inputs["history"].get("n_val"),
                 figures["reliability"],
             ),
-            _per_class(test, classes, figures["recall"], figures["confusion"]),
+            _per_class(test, classes, figures["recall"], figures["confusion"], figures["pr"]),
             labels_section(inputs["labels"], inputs["detect"], classes, inputs["params"]),
             _validation(inputs["validation"]),
             _split(inputs["split"], classes),
-            _params(inputs["params"]),
+            _params(inputs["params"], inputs["cv"]["final"]["config"]),
         ]
     )
     footer = (
         f"Built by dlrig {esc(dlrig.__version__)} from the saved results ({esc(sources)}) and params.yaml; "
         "nothing was re-trained to make this page."
     )
-    return page(title, body, subtitle=esc(subtitle), nav=nav, footer=footer)
+    return page(title, body, subtitle=subtitle, nav=nav, footer=footer)
 
 
 def build_report(
-    reports_dir: Path, params_path: Path, out_html: Path, figures_dir: Path, cfg: ReportParams
+    reports_dir: Path,
+    params_path: Path,
+    out_html: Path,
+    figures_dir: Path,
+    cfg: ReportParams,
+    identity: Mapping[str, str | None] | None = None,
 ) -> None:
-    """Write the figures into ``figures_dir`` and the self-contained page to ``out_html``."""
+    """Write the figures into ``figures_dir`` and the self-contained page to ``out_html``; ``identity``
+    (:func:`run_identity`) names the run in the title block."""
     reports_dir, figures_dir = Path(reports_dir), Path(figures_dir)
     inputs = load_inputs(reports_dir, params_path)
     test = inputs["metrics"]["test"]
@@ -558,7 +732,27 @@ def build_report(
             ece_after=calib.get("ece_scaled"),
             temperature=calib["temperature"] if calib["temperature_fitted"] else None,
         ),
+        "pr": precision_recall_figure(
+            inputs["precision_recall"],
+            figures_dir / FIGURES["pr"],
+            cfg.dpi,
+            macro_ap=test["macro_average_precision"],
+            prevalence=1 / len(classes),
+        ),
+        "cv_importance": importance_figure(
+            cv["analysis"] or {}, figures_dir / OPTIONAL_FIGURES["cv_importance"], cfg.dpi
+        ),
+        "cv_top_two": top_two_figure(
+            final_trials,
+            cv["space"] or {},
+            cv["analysis"] or {},
+            figures_dir / OPTIONAL_FIGURES["cv_top_two"],
+            cfg.dpi,
+            metric,
+        ),
+        "fold_curves": fold_learning_curves(inputs["folds"], figures_dir / OPTIONAL_FIGURES["fold_curves"],
+                                            cfg.dpi),
     }
     # resolve: the figures were written in this stage's output set and are renamed into place at its end
-    figures = {name: resolve(path).read_bytes() for name, path in paths.items()}
-    save_text(out_html, render_html(inputs, figures, cfg.title))
+    figures = {name: resolve(path).read_bytes() for name, path in paths.items() if path is not None}
+    save_text(out_html, render_html(inputs, figures, cfg.title, identity))

@@ -142,6 +142,8 @@ figcaption { color: var(--muted); font-size: .88rem; margin-top: .4rem; }
 details summary { cursor: pointer; color: var(--accent); margin: .5rem 0; }
 pre { background: var(--soft); border: 1px solid var(--border); border-radius: 6px; padding: 1rem;
       overflow-x: auto; font-size: .85rem; line-height: 1.4; }
+mark { background: var(--warn-bg); color: inherit; }
+.chosen { color: var(--warn); }
 footer { margin-top: 3rem; color: var(--muted); font-size: .82rem; }
 @media print { nav { display: none; } section { break-inside: avoid-page; } }
 """

@@ -290,6 +290,25 @@ def selection_section(
         _near_best(analysis),
         _verdicts(analysis),
     ]
+    if pngs.get("cv_importance"):
+        parts.append(
+            figure(
+                pngs["cv_importance"],
+                "Hyperparameter importance",
+                "Final search: each hyperparameter's share of the importance (the column of the table "
+                "above), coloured by its verdict (orange delicate, green permissive, grey undetermined).",
+            )
+        )
+    if pngs.get("cv_top_two"):
+        parts.append(
+            figure(
+                pngs["cv_top_two"],
+                "Score over the top two hyperparameters",
+                "Final search: the mean inner score over the two most important hyperparameters, so an "
+                "interaction shows as a ridge or a corner rather than stripes; the chosen config is "
+                "outlined (a star among scattered trials).",
+            )
+        )
     if cv.get("space"):
         parts.append(
             figure(
@@ -306,6 +325,9 @@ def selection_section(
         _interactions(analysis),
         f"<h3>Warnings</h3>{warned}",
         _failed_trials(cv, folds),
+        "<p>Every trial of every search (each outer fold's and the final one), with its config, inner "
+        "scores per fold, rank, state and reason: <code>reports/cv/trials.csv</code>, one row per search "
+        "and trial (scikit-learn's <code>cv_results_</code>).</p>",
         figure(
             pngs["cv_history"],
             "Trial history",
