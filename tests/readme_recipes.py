@@ -28,6 +28,9 @@ SKIP = [
     (r"cml\b.*", "CML posts to a CI forge (network and token)"),
     # A developer tool that rewrites dvc.yaml's code deps: tests/test_stage_deps.py runs it on a copy.
     (r"python tests/tools/stage_deps\.py --write", "rewrites dvc.yaml; tests/test_stage_deps.py runs it"),
+    # A Dask cluster: long-running processes on other hosts; tests/select/test_dask.py runs a real one.
+    (r"dask (scheduler|worker)\b.*", "starts a long-running Dask process; tests/select/test_dask.py runs a real cluster"),
+    (r"dvc exp run .*compute\.backend=dask.*", "needs a running Dask cluster; tests/select/test_dask.py covers it"),
     # A placeholder the user fills in.
     (r"dvc exp apply <name>", "<name> is a placeholder"),
 ]

@@ -271,6 +271,17 @@ class ComputeParams(Section):
     torch_threads: PosInt = 1
     n_jobs: PosInt = 1
     cache_dir: str | None = ".cache/dlrig"
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = None  # dask: tcp://host:port of a running `dask scheduler`
+    connect_timeout: PosInt = 10  # dask: seconds to wait for the scheduler before failing
+
+    @model_validator(mode="after")
+    def _scheduler_address(self) -> ComputeParams:
+        address = self.scheduler and re.match(r"^(tcp|tls)://[^/\s]+:\d+$", self.scheduler)
+        if self.backend == "dask" and not address:
+            raise ValueError(f"scheduler must be a tcp://host:port address with backend: dask "
+                             f"(got {self.scheduler!r})")
+        return self
 
 
 # --------------------------------------------------------------------------------- cv and search
@@ -309,9 +320,12 @@ class SearchParams(Section):
     pruning: Literal["none", "median", "halving"] = "none"
     prune_after: PosInt = 5
     space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict)
+    storage: str | None = None  # bayes: null = in memory; a journal file path or an RDB URL (sqlite:///x.db)
 
     @model_validator(mode="after")
     def _nonempty_lists(self) -> SearchParams:
+        if self.storage is not None and not self.storage.strip():
+            raise ValueError("storage must be null, a journal file path or an RDB URL (got an empty string)")
         for key, spec in self.space.items():
             if isinstance(spec, list) and not spec:
                 raise ValueError(f"space.{key} must list at least one value")

@@ -35,7 +35,8 @@ class Scorer(Protocol):
     ) -> list[Trial]: ...
 
     def holdout(
-        self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int
+        self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int, *,
+        refit_info: dict[str, Any] | None = None,
     ) -> dict[str, float]: ...
 
 
@@ -127,12 +128,16 @@ class NestedCV:
     # ------------------------------------------------------------------------------ the estimates
     def outer_fold(self, k: int, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
         chosen = self.select(train, ("outer", k))
-        scores = self.scorer.holdout(chosen.config, train, test, derive_seed(self.seed, "outer-refit", k))
-        return self._fold_record(k, train, test, chosen, scores)
+        refit: dict[str, Any] = {}
+        scores = self.scorer.holdout(chosen.config, train, test, derive_seed(self.seed, "outer-refit", k),
+                                     refit_info=refit)
+        record = self._fold_record(k, train, test, chosen, scores)
+        record["refit"] = refit or None  # the refit's per-epoch history, for the report's per-fold curves
+        return record
 
     def _fold_record(self, k, train, test, chosen: Selection, scores) -> dict[str, Any]:
         """One outer fold's record: a pure function of the params (no wall-clock time, so two runs of the
-        same params write byte-identical reports/cv/folds.json; timings go to reports/timings/)."""
+        same params write byte-identical reports/cv/folds.json; timings go to reports/run/train.json)."""
         return {
             "fold": k,
             "train_index": train.tolist(),

@@ -1,7 +1,8 @@
 """Run the whole selection for the ``train`` stage: nested CV on the training split, then the final choice.
 
 Outer folds (and the final selection on all training rows) are independent jobs: they run in parallel in
-``compute.n_jobs`` processes, one torch thread each. Every trained config is cached on disk
+``compute.n_jobs`` processes, one torch thread each, or on an existing Dask cluster
+(``compute.backend: dask``, see :mod:`dlrig.select.cluster`). Every trained config is cached on disk
 (``compute.cache_dir``), so a run killed mid-way resumes where it stopped, with identical results.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dlrig.data.dataset import Dataset
-from dlrig.params import Params
+from dlrig.params import ComputeParams, Params
 from dlrig.progress import Progress
 from dlrig.select.nested import NestedCV, Selection, summarise
 from dlrig.select.scorers import ResultCache, TorchScorer
@@ -95,7 +96,7 @@ def select_config(
     """
     base = params.fit_config()
     dims = build_space(params.search.space, base)
-    cache = ResultCache(params.compute.cache_dir)
+    cache = ResultCache(_cache_dir(params.compute))
     scorer = TorchScorer(
         train.X,
         train.y,
@@ -132,7 +133,9 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
         tasks: list[tuple] = [("outer", k, tr, te) for k, (tr, te) in enumerate(driver.outer_folds(rows))]
         tasks.append(("final", rows))
         results: dict[tuple, Any] = {}
-        if params.compute.n_jobs > 1:
+        if params.compute.backend == "dask":
+            outputs = _on_cluster(params.compute, driver, tasks, log)
+        elif params.compute.n_jobs > 1:
             from joblib import Parallel, delayed
 
             runner = Parallel(n_jobs=params.compute.n_jobs, backend="loky", return_as="generator_unordered")
@@ -151,6 +154,21 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
     timings["total"] = round(time.perf_counter() - start, 3)
     cache_counts = {"hits": hits, "misses": misses}
     return SelectionReport(folds, summary, final, describe_space(driver.dims), cache_counts, timings)
+
+
+def _cache_dir(compute: ComputeParams) -> str | None:
+    """The cache directory; absolute for dask, so every worker opens the same (shared) path."""
+    if compute.backend == "dask" and compute.cache_dir is not None:
+        return os.path.abspath(compute.cache_dir)
+    return compute.cache_dir
+
+
+def _on_cluster(compute: ComputeParams, driver: NestedCV, tasks: list[tuple], log):
+    """The tasks on the Dask cluster at ``compute.scheduler``; connects (and checks) before any work."""
+    from dlrig.select.cluster import connect, run_jobs
+
+    with connect(compute, log) as client:
+        yield from run_jobs(client, _run_task, driver, tasks)
 
 
 def _log_task(log, key: tuple, value: Any, start: float) -> None:

@@ -160,6 +160,7 @@ class TorchScorer:
         jobs: list[Job],
         pruner: Pruner | None,
         keep_proba: bool = False,
+        keep_history: bool = False,
         *,
         keep_failures: bool = False,
     ) -> list[dict[str, Any]]:
@@ -227,6 +228,9 @@ class TorchScorer:
                 rec["curve"] = curve
             if keep_proba and proba is not None:
                 rec["proba"] = np.round(proba, 6).tolist()
+            if keep_history and not isinstance(result, str):  # the per-epoch curve, for the report
+                rec["history"] = [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+                                  for row in result.history]
             out.append(rec)
         return out
 
@@ -299,16 +303,21 @@ class TorchScorer:
         )
 
     def holdout(
-        self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int, keep_proba: bool = False
+        self, config: dict[str, Any], train: np.ndarray, test: np.ndarray, seed: int,
+        keep_proba: bool = False, *, refit_info: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Train on ``train``, score on ``test``; ``refit_info`` (if given) receives the fit's per-epoch
+        ``history`` and ``best_epoch`` (the outer refits' learning curves in the report)."""
         jobs = [(config, train, test, seed)]
-        key = self.jobs_key("holdout", jobs, keep_proba)
+        key = self.jobs_key("holdout", jobs, (keep_proba, "history"))
         result = self.cache.get(key)
         if result is None:
-            result = self.fit_score(jobs, None, keep_proba=keep_proba)[0]
+            result = self.fit_score(jobs, None, keep_proba=keep_proba, keep_history=True)[0]
             self.cache.put(key, result)
         else:
             self.progress.fits(1)
+        if refit_info is not None:
+            refit_info.update(history=result.get("history"), best_epoch=result.get("best_epoch"))
         return result["metrics"]  # a refit that fails raised a UserError in fit_score: nothing is cached
 
 
@@ -333,5 +342,5 @@ class SklearnScorer:
             )
         return trials
 
-    def holdout(self, config, train, test, seed) -> dict[str, float]:
-        return self._score(config, train, test)
+    def holdout(self, config, train, test, seed, *, refit_info=None) -> dict[str, float]:
+        return self._score(config, train, test)  # no epochs: refit_info stays empty

@@ -226,8 +226,15 @@ def coordinate_search(dims: list[Dimension], runner: _Runner, start: dict[str, A
             current = dict(max(scored, key=lambda t: (t.score, -t.number)).config)
 
 
-def bayes_search(dims: list[Dimension], runner: _Runner, n_trials: int, seed: int) -> str:
-    """Optuna: the GP sampler when every dimension is a numeric range, TPE otherwise."""
+def bayes_search(
+    dims: list[Dimension], runner: _Runner, n_trials: int, seed: int, storage: str | None = None
+) -> str:
+    """Optuna: the GP sampler when every dimension is a numeric range, TPE otherwise.
+
+    With ``storage`` (a journal file or an RDB URL) the study lives there, so several processes add trials
+    to one study: each evaluates its own ``n_trials`` proposals and the sampler (TPE with a constant liar,
+    so running trials are not proposed twice) learns from every process's trials.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -239,15 +246,25 @@ def bayes_search(dims: list[Dimension], runner: _Runner, n_trials: int, seed: in
             dists[d.name] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
         else:
             dists[d.name] = optuna.distributions.CategoricalDistribution(d.grid())
-    all_ranges = all(d.low is not None for d in dims)
-    if all_ranges:
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.GPSampler(
+    all_ranges = all(d.low is not None for d in dims) and storage is None
+    if storage is not None:
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=min(5, n_trials), constant_liar=True
+        )
+    elif all_ranges:
+        sampler = optuna.samplers.GPSampler(
             seed=seed, n_startup_trials=min(5, max(n_trials // 2, 1))
         )
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, n_trials))
-    study = optuna.create_study(direction="maximize", sampler=sampler)
+    if storage is None:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+    else:
+        study = optuna.create_study(direction="maximize", sampler=sampler, storage=_storage(storage),
+                                    study_name=study_name(dims, n_trials, seed), load_if_exists=True)
+    asked = 0
     while len(runner.trials) < n_trials and not runner.done:
+        asked += 1
         ot = study.ask(dists)
         config = {d.name: d.cast(ot.params[d.name]) if d.low is not None else ot.params[d.name] for d in dims}
         trial = runner.run([config])[0]  # a point proposed again reuses its first evaluation
@@ -257,9 +274,30 @@ def bayes_search(dims: list[Dimension], runner: _Runner, n_trials: int, seed: in
             study.tell(ot, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(ot, trial.score)
-        if len(study.trials) >= 4 * n_trials:  # the sampler keeps proposing seen points: stop
+        if asked >= 4 * n_trials:  # the sampler keeps proposing seen points: stop
             break
     return "gp" if all_ranges else "tpe"
+
+
+def study_name(dims: list[Dimension], n_trials: int, seed: int) -> str:
+    """One study per search: named by the search's seed (derived from its place) and its space."""
+    import hashlib
+    import json
+
+    space = [(d.name, d.kind, d.low, d.high, d.log, [str(v) for v in d.grid()]) for d in dims]
+    digest = hashlib.blake2b(json.dumps([space, n_trials, seed], default=str).encode(), digest_size=8)
+    return f"dlrig-{seed}-{digest.hexdigest()}"
+
+
+def _storage(storage: str):
+    """An RDB URL (``sqlite:///study.db``, ``postgresql://...``) as it is; anything else is a journal file."""
+    import optuna
+
+    if "://" in storage:
+        return storage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(storage))
 
 
 def run_search(
@@ -283,7 +321,7 @@ def run_search(
     elif strategy == "coordinate":
         coordinate_search(dims, runner, start, params.n_trials)
     elif strategy == "bayes":
-        bayes_search(dims, runner, params.n_trials, seed)
+        bayes_search(dims, runner, params.n_trials, seed, params.storage)
     else:  # pragma: no cover - params refuse it
         raise ValueError(f"unknown strategy {strategy!r}")
     return SearchResult(runner.trials, runner.best(), runner.done)
