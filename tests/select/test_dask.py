@@ -175,3 +175,31 @@ def test_dask_needs_a_scheduler_address():
         ComputeParams(backend="dask")
     with pytest.raises(ValueError, match="tcp://host:port"):
         ComputeParams(backend="dask", scheduler="localhost")
+
+
+def test_a_job_that_kills_every_worker_is_one_line(monkeypatch):
+    """After dask's allowed failures a KilledWorker ends the run: one line of ours, not dask's traceback."""
+    import distributed
+
+    from dlrig.errors import UserError
+    from dlrig.select import cluster
+
+    class Future:
+        def result(self):
+            raise distributed.KilledWorker("outer-1", "tcp://10.0.0.9:4000", 3)
+
+    class Client:
+        def scatter(self, *a, **k):
+            return "shared"
+
+        def submit(self, *a, **k):
+            return Future()
+
+        def cancel(self, futures):
+            pass
+
+    monkeypatch.setattr(distributed, "as_completed", lambda futures: iter(futures))
+    with pytest.raises(UserError, match=r"a Dask job \(outer-1\) killed every worker that ran it "
+                                        r"\(tcp://10.0.0.9:4000 last\)") as err:
+        list(cluster.run_jobs(Client(), print, None, ["job"]))
+    assert "\n" not in str(err.value)

@@ -74,12 +74,19 @@ def run_jobs(client: Any, fn: Callable[..., Any], shared: Any, jobs: Iterable[An
     ``shared`` (the driver and its data) is sent to every worker once. The scheduler reruns the job of a
     worker that dies (up to its ``allowed-failures``); a job that raises re-raises here.
     """
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     shared_future = client.scatter(shared, broadcast=True, hash=False)
     futures = [client.submit(fn, shared_future, job, pure=False) for job in jobs]
     try:
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except KilledWorker as exc:
+                # Every worker that took this job died (out of memory, killed): retrying elsewhere is over.
+                last = getattr(exc.last_worker, "address", exc.last_worker)
+                raise UserError(f"a Dask job ({exc.task}) killed every worker that ran it ({last} last): "
+                                "check the workers' memory and logs; finished fits are in the cache, so a "
+                                "rerun resumes") from None
     finally:
         client.cancel([*futures, shared_future])
