@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from tests.stages.test_stages import TINY, complete, stage
@@ -203,3 +204,21 @@ def test_a_job_that_kills_every_worker_is_one_line(monkeypatch):
                                         r"\(tcp://10.0.0.9:4000 last\)") as err:
         list(cluster.run_jobs(Client(), print, None, ["job"]))
     assert "\n" not in str(err.value)
+
+
+def test_study_jobs_on_the_cluster_equal_the_local_ones(cluster):
+    """The studies' seeds go through map_jobs: the label study's fits, on the cluster and locally."""
+    from dlrig.params import ComputeParams, FitConfig
+    from dlrig.select.cluster import map_jobs
+    from dlrig.studies.labels import _job
+
+    address, _ = cluster
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), 30)
+    X[np.arange(90), y] += 3
+    config = FitConfig.model_validate({"model": {"hidden": 8, "depth": 1}, "train": {"epochs": 3}})
+    jobs = [(X, y, np.arange(60), X[60:], y[60:], 3, config, seed) for seed in (1, 2, 3)]
+    local = map_jobs(ComputeParams(n_jobs=1), _job, jobs)
+    remote = map_jobs(ComputeParams(backend="dask", scheduler=address), _job, jobs)
+    assert remote == local and len({r["neg_log_loss"] for r in local}) == 3

@@ -90,3 +90,26 @@ def run_jobs(client: Any, fn: Callable[..., Any], shared: Any, jobs: Iterable[An
                                 "rerun resumes") from None
     finally:
         client.cancel([*futures, shared_future])
+
+
+def map_jobs(compute: ComputeParams, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
+    """``[fn(*job) for job in jobs]``, in order, where ``compute`` says: one process, ``compute.n_jobs``
+    local processes (loky), or the Dask cluster at ``compute.scheduler``. Each job carries its own seed, so
+    the results are the same wherever it runs (the studies' seeds go through here)."""
+    if compute.backend == "dask":
+        from distributed import KilledWorker
+
+        with connect(compute) as client:
+            futures = [client.submit(fn, *job, pure=False) for job in jobs]
+            try:
+                return client.gather(futures)
+            except KilledWorker as exc:
+                raise UserError(f"a Dask job ({exc.task}) killed every worker that ran it: check the "
+                                "workers' memory and logs") from None
+            finally:
+                client.cancel(futures)
+    if compute.n_jobs > 1 and len(jobs) > 1:
+        from joblib import Parallel, delayed
+
+        return Parallel(n_jobs=compute.n_jobs, backend="loky")(delayed(fn)(*job) for job in jobs)
+    return [fn(*job) for job in jobs]

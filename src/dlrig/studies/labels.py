@@ -22,8 +22,9 @@ from dlrig.data.folds import make_folds
 from dlrig.labels.detect import detection_scores, find_label_issues
 from dlrig.labels.imbalance import induce_imbalance
 from dlrig.labels.noise import inject_noise
-from dlrig.params import FitConfig, Params
+from dlrig.params import ComputeParams, FitConfig, Params
 from dlrig.seeds import derive_seed
+from dlrig.select.cluster import map_jobs
 from dlrig.train.infold import resample_indices
 from dlrig.train.predict import score_proba
 
@@ -67,12 +68,8 @@ def _job(X: np.ndarray, y: np.ndarray, rows: np.ndarray, X_eval: np.ndarray, y_e
     return score_proba(y_eval, predict_proba(model, X_eval), n_classes)
 
 
-def _run(jobs: list[tuple], n_jobs: int) -> list[dict[str, float]]:
-    if n_jobs > 1:
-        from joblib import Parallel, delayed
-
-        return Parallel(n_jobs=n_jobs, backend="loky")(delayed(_job)(*j) for j in jobs)
-    return [_job(*j) for j in jobs]
+def _run(jobs: list[tuple], compute: ComputeParams) -> list[dict[str, float]]:
+    return map_jobs(compute, _job, jobs)
 
 
 def run(params: Params, train: Dataset, test: Dataset) -> dict[str, Any]:
@@ -80,12 +77,12 @@ def run(params: Params, train: Dataset, test: Dataset) -> dict[str, Any]:
     cfg = params.studies.labels
     return run_study(train, test, params.fit_config(), seed=params.seed, noise_rates=cfg.noise_rates,
                      ratios=cfg.ratios, detect_rate=cfg.detect_rate, wrong_right_ratio=cfg.wrong_right_ratio,
-                     folds=cfg.folds, n_jobs=params.compute.n_jobs)
+                     folds=cfg.folds, compute=params.compute)
 
 
 def run_study(train: Dataset, test: Dataset, base: FitConfig, *, seed: int, noise_rates: list[float],
               ratios: list[float], detect_rate: float, wrong_right_ratio: float, folds: int,
-              n_jobs: int) -> dict[str, Any]:
+              compute: ComputeParams) -> dict[str, Any]:
     K, X, y = train.n_classes, train.X, train.y
     all_rows = np.arange(len(y))
     jobs, keys = [], []
@@ -120,7 +117,7 @@ def run_study(train: Dataset, test: Dataset, base: FitConfig, *, seed: int, nois
     keys.append(("right", "test"))
     jobs.append((Xi, yi, np.arange(len(yi)), test.X, test.y, K, inside, derive_seed(seed, "right-test")))
 
-    scores = dict(zip(keys, _run(jobs, n_jobs), strict=True))
+    scores = dict(zip(keys, _run(jobs, compute), strict=True))
 
     def r6(v: float) -> float:
         return round(float(v), 6)
@@ -139,14 +136,14 @@ def run_study(train: Dataset, test: Dataset, base: FitConfig, *, seed: int, nois
     for way in ("wrong", "right"):
         wrong_right[way]["optimism"] = r6(wrong_right[way]["cv"] - wrong_right[way]["test"])
 
-    detection = detect_noise(train, base, detect_rate, seed, folds, n_jobs)
+    detection = detect_noise(train, base, detect_rate, seed, folds, compute)
     return {"noise": {"kind": "symmetric", "metric": "test accuracy", "table": noise_table},
             "imbalance": {"profile": "step", "metric": "test balanced accuracy", "table": imbalance_table},
             "detection": detection, "wrong_vs_right": wrong_right}
 
 
 def detect_noise(train: Dataset, base: FitConfig, rate: float, seed: int, folds: int,
-                 n_jobs: int) -> dict[str, Any]:
+                 compute: ComputeParams) -> dict[str, Any]:
     """Inject ``rate`` symmetric noise, find it again from out-of-fold probabilities, score the finding."""
     K = train.n_classes
     y_noisy, flipped = inject_noise(train.y, K, "symmetric", rate, seed + 1)
@@ -154,12 +151,7 @@ def detect_noise(train: Dataset, base: FitConfig, rate: float, seed: int, folds:
     jobs = [(train.X, y_noisy, tr, train.X[te], y_noisy[te], K, base, derive_seed(seed, "detect", k))
             for k, (tr, te) in enumerate(parts)]
     oof = np.zeros((len(y_noisy), K))
-    if n_jobs > 1:
-        from joblib import Parallel, delayed
-
-        probas = Parallel(n_jobs=n_jobs, backend="loky")(delayed(_oof_job)(*j) for j in jobs)
-    else:
-        probas = [_oof_job(*j) for j in jobs]
+    probas = map_jobs(compute, _oof_job, jobs)
     for (_, te), proba in zip(parts, probas, strict=True):
         oof[te] = proba
     issues = find_label_issues(y_noisy, oof, K)
