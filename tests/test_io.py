@@ -116,9 +116,12 @@ def test_adopt_tree_moves_a_library_s_files_into_the_set(tmp_path):
     assert not (tmp_path / "live").exists()
 
 
-def test_a_set_removes_temp_files_a_killed_run_left(tmp_path):
-    (tmp_path / ".metrics.json.abc123.tmp").write_text('{"half": ')  # SIGKILL: no finally ran
-    (tmp_path / ".other.json.abc123.tmp").write_text("not ours")
+def test_a_set_leaves_no_temp_file_a_killed_run_left(tmp_path):
+    """Inside a set the temp file of a target has one fixed name: a killed run's leftover is overwritten and
+    renamed away (no directory listing, so a stage reads no folder it does not depend on)."""
+    (tmp_path / ".metrics.json.partial").write_text('{"half": ')  # SIGKILL: no finally ran
+    (tmp_path / ".other.json.partial").write_text("not ours")
     with output_set():
         save_json(tmp_path / "metrics.json", {"v": 1})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc123.tmp", "metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.partial", "metrics.json"]
+    assert load_json(tmp_path / "metrics.json") == {"v": 1}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import glob
 import io
 import json
 import os
@@ -58,9 +57,6 @@ def output_set() -> Iterator[None]:
         for path, tmp in pending.items():  # all written; now the renames, a few microseconds each
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, path)
-        for path in pending:  # temp files a killed earlier run (SIGKILL: no cleanup) left beside them
-            for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-                stale.unlink(missing_ok=True)
     finally:
         _PENDING.reset(token)
 
@@ -88,24 +84,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     an output set, only when the whole set does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     pending = _PENDING.get()
+    if pending is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path: Path | None = Path(tmp)
+    else:
+        # One fixed name per target inside a stage's set (a stage's outputs have one writer): a temp file
+        # that a killed earlier run left (SIGKILL runs no cleanup) is overwritten, then renamed away.
+        tmp_path = path.parent / f".{path.name}.partial"
+        tmp_path.write_bytes(b"")
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     try:
         yield tmp_path
         if pending is None:
             os.replace(tmp_path, path)
         else:
-            previous = pending.pop(path.absolute(), None)
-            if previous is not None:
-                previous.unlink(missing_ok=True)
             pending[path.absolute()] = tmp_path
-            tmp_path = None
+        tmp_path = None
     finally:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
+            if pending is not None:
+                pending.pop(path.absolute(), None)
 
 
 def adopt_tree(src: str | Path, dest: str | Path) -> None:

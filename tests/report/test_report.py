@@ -115,7 +115,7 @@ def test_model_selection_section_tells_the_story(inputs):
     warnings = summary["analysis"]["warnings"]
     assert warnings and '<ul class="warnings">' in section
     for warning in warnings:
-        assert f"<li>{warning}</li>".replace("'", "&#x27;") in section
+        assert f"<li>{warning}</li>".replace("'", "&#39;") in section
     # Outer folds, score vs each hyperparameter, importance bars, the top-two heat map, trial history.
     assert section.count("<figure>") == 5
     assert "Candidates" not in section  # depth 3 only

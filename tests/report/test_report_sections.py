@@ -5,9 +5,9 @@ them)."""
 from __future__ import annotations
 
 import re
-from html import escape
 
 import pytest
+from markupsafe import escape
 from tests.report.report_files import (
     build_page,
     calibration_files,
@@ -65,7 +65,7 @@ def test_calibration_before_and_after_temperature_scaling(inputs):
     assert f"{calib['ece']:.2%}" in section and f"{calib['ece_scaled']:.2%}" in section
     assert f"{calib['temperature']:.4f}" in section
     assert f"{calib['fitted_on']} training rows held out for early stopping" in section
-    assert "training split&#x27;s early-stopping rows" in section and "test samples were only scored" in section
+    assert "training split&#39;s early-stopping rows" in section and "test samples were only scored" in section
     assert (
         f"Temperature scaling (T = {calib['temperature']:.2f}) lowered the test ECE from {calib['ece']:.2%} "
         f"to {calib['ece_scaled']:.2%}: it made calibration better." in section

@@ -4,7 +4,7 @@ best. The section must say permissive, show both spreads and what was left out, 
 
 from __future__ import annotations
 
-from html import escape
+from markupsafe import escape
 
 from dlrig.report.selection import selection_section
 from dlrig.select.analysis import analyze_search

@@ -89,7 +89,7 @@ def test_the_label_study_section(tmp_path):
 
 def test_the_page_has_the_main_reports_style_and_links_to_it(tmp_path):
     page = _build(tmp_path, {"labels": study_file()})
-    assert f"<style>{markup.CSS}</style>" in page
+    assert f"<style>\n{markup.css()}</style>" in page
     assert page.startswith("<!DOCTYPE html>") and "<title>Tiny &lt;run&gt; &amp; co — studies</title>" in page
     assert '<a href="../report.html">reports/report.html</a>' in page
     assert "/tmp" not in page and str(tmp_path) not in page  # no absolute path

@@ -286,6 +286,15 @@ def is_code(path: str) -> bool:
     return any(covers(d, path) for d in CODE_DIRS)
 
 
+def is_data(path: str, root: Path = ROOT) -> bool:
+    """Under src/ or stages/ but no Python (a package's templates or CSS, read at run time): a data dep,
+    which the import walk cannot judge; it is kept as written, and the audited run checks its reads."""
+    target = root / path
+    if not is_code(path) or not target.exists() or path.endswith(".py"):
+        return False
+    return not (target.is_dir() and any(target.rglob("*.py")))
+
+
 def ignores_bytecode(root: Path) -> bool:
     """Does .dvcignore keep __pycache__ out of folder hashes? (Else a code folder dep is not stable.)"""
     try:
@@ -325,7 +334,7 @@ def check_stage(root: Path, stage: Stage, outs: Iterable[str] = ()) -> Report:
     needed = [p for p in reached if (root / p).stat().st_size > 0]
     report.missing = sorted(p for p in needed if not any(covers(d, p) for d in deps))
     for i, dep in enumerate(deps):
-        if not is_code(dep) or dep in report.nonexistent:
+        if not is_code(dep) or is_data(dep, root) or dep in report.nonexistent:
             continue
         if (root / dep).is_file() and (root / dep).stat().st_size == 0:
             report.empty.append(dep)
@@ -411,7 +420,8 @@ def write_code_deps(root: Path = ROOT) -> list[str]:
                 stage, in_deps, inserted = by_name.get(stripped[:-1]), False, False
             elif stage is not None and indent == 4 and stripped.endswith(":"):
                 in_deps, inserted = stripped == "deps:", False
-            if in_deps and stripped.startswith("- ") and is_code(stripped[2:].split("#")[0].strip()):
+            dep = stripped[2:].split("#")[0].strip()
+            if in_deps and stripped.startswith("- ") and is_code(dep) and not is_data(dep, root):
                 if not inserted:
                     pad = line[: len(line) - len(line.lstrip())]
                     out += [f"{pad}- {dep}\n" for dep in suggested_code_deps(root, stage)]

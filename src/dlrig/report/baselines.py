@@ -3,7 +3,8 @@
 
 Per baseline, every test the stage ran, each with its own plain-language verdict: the corrected resampled
 t-test on the outer folds (the one to trust), the naive t-test beside it for contrast, the Bayesian
-correlated t-test, McNemar on the held-out test split, and Dietterich's 5x2cv when it was run.
+correlated t-test, McNemar on the held-out test split, and Dietterich's 5x2cv when it was run. The
+sentences and numbers are computed here; the markup is ``templates/baselines.html.j2``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from dlrig.errors import UserError
-from dlrig.report.markup import esc, finite, num, pct, pvalue
+from dlrig.report.markup import finite, num, pct, pvalue, render
 
 FOLD_TESTS = ("mean", "corrected_t", "naive_t", "bayes")
 
@@ -49,7 +52,8 @@ def _why_corrected(k: int | None) -> str:
     )
 
 
-def _baseline_table(name: str, entry: Mapping[str, Any], reference: str, metric: str) -> str:
+def _baseline_tests(name: str, entry: Mapping[str, Any], reference: str, metric: str) -> dict[str, Any]:
+    """Every test the compare stage ran against one baseline: (test, result, verdict) rows."""
     folds = entry["folds"]
     mean, corrected, naive, bayes = (folds[k] for k in FOLD_TESTS)
     k = corrected.get("k")
@@ -89,24 +93,13 @@ def _baseline_table(name: str, entry: Mapping[str, Any], reference: str, metric:
     five = entry.get("five_by_two")
     if isinstance(five, dict):
         rows.append(("5x2cv paired t-test (Dietterich), training split", _t(five), five.get("verdict", "")))
-    trust = ' class="trust"'  # the corrected t-test's row
-    body = "".join(
-        f"<tr{trust if i == 1 else ''}><td>{esc(test_name)}</td><td>{esc(result)}</td>"
-        f"<td>{esc(verdict)}</td></tr>"
-        for i, (test_name, result, verdict) in enumerate(rows)
-    )
-    return (
-        f"<h3>{esc(reference)} vs <code>{esc(name)}</code> ({esc(entry.get('estimator', '?'))})</h3>"
-        '<table class="tests"><thead><tr><th>Test</th><th>Result</th><th>Verdict</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-    )
+    return {"name": name, "estimator": entry.get("estimator", "?"), "rows": rows}
 
 
-def baselines_section(compare: Mapping[str, Any], cv_metric: str) -> str:
+def baselines_section(compare: Mapping[str, Any], cv_metric: str) -> Markup:
     reference, metric, baselines = compare["reference"], compare["metric"], compare["baselines"]
-    head = '<section id="baselines"><h2>Compared with baselines</h2>'
     if not baselines:
-        return head + "<p>No baselines were configured (compare.baselines is empty).</p></section>"
+        return render("baselines.html.j2", overview=[])
     k = next(iter(baselines.values()))["folds"]["corrected_t"].get("k")
     intro = (
         f"The {reference} model against each baseline, on the same {k} outer folds of the training split "
@@ -117,18 +110,22 @@ def baselines_section(compare: Mapping[str, Any], cv_metric: str) -> str:
             f" Compared on {metric}, not {cv_metric}: the label-only baselines give no probabilities to "
             "score."
         )
-    overview = "".join(
-        f"<tr><td><code>{esc(name)}</code></td>"
-        f'<td class="num">{esc(num(e["folds"]["mean"].get(name)))}</td>'
-        f'<td class="num">{esc(num(e["folds"]["mean"].get(reference)))}</td>'
-        f'<td class="num">{esc(pvalue(e["folds"]["corrected_t"].get("p_value")))}</td>'
-        f"<td>{esc(e['folds']['corrected_t'].get('verdict', ''))}</td></tr>"
+    overview = [
+        (
+            name,
+            num(e["folds"]["mean"].get(name)),
+            num(e["folds"]["mean"].get(reference)),
+            pvalue(e["folds"]["corrected_t"].get("p_value")),
+            e["folds"]["corrected_t"].get("verdict", ""),
+        )
         for name, e in baselines.items()
+    ]
+    return render(
+        "baselines.html.j2",
+        intro=intro,
+        metric=metric,
+        reference=reference,
+        overview=overview,
+        why_corrected=_why_corrected(k),
+        details=[_baseline_tests(name, e, reference, metric) for name, e in baselines.items()],
     )
-    table = (
-        f'<table><thead><tr><th>Baseline</th><th class="num">Its CV {esc(metric)}</th>'
-        f'<th class="num">{esc(reference)} CV {esc(metric)}</th><th class="num">Corrected t-test p</th>'
-        f"<th>Verdict (corrected t-test)</th></tr></thead><tbody>{overview}</tbody></table>"
-    )
-    details = "".join(_baseline_table(name, e, reference, metric) for name, e in baselines.items())
-    return f"{head}<p>{esc(intro)}</p>{table}<p>{esc(_why_corrected(k))}</p>{details}</section>"

@@ -3,7 +3,8 @@
 It reads ``metrics.json``'s ``calibration`` (written by the evaluate stage with
 ``dlrig.evaluate.holdout.calibration``) and shows the reliability diagram drawn from
 ``plots/reliability_{before,after}.json``. Its verdict sentence is computed from the saved ECEs, so a T
-that made calibration worse is called worse, never an improvement.
+that made calibration worse is called worse, never an improvement. The sentences and numbers are
+computed here; the markup is ``templates/calibration.html.j2``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dlrig.report.markup import esc, figure, kv_table, num, pct
+from markupsafe import Markup
 
-ECE_HELP = (
-    "ECE (expected calibration error): the test predictions are put in {bins} equal-width bins by their "
-    "confidence (the probability of the predicted class); ECE is the mean gap between a bin's accuracy "
-    "and its mean confidence, weighted by the bin's share of samples. 0 means a predicted 90% is right "
-    "90% of the time."
-)
+from dlrig.report.markup import num, pct, render
+
 BASE_KEYS = ("n_bins", "ece", "temperature", "temperature_fitted", "fitted_on", "warnings")
 FITTED_KEYS = ("ece_scaled", "ece_change")
 
@@ -98,10 +95,10 @@ def _fitted_facts(calib: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [
         (
             "ECE, test split, after temperature scaling",
-            esc(pct(after) + (" (worse: use the unscaled probabilities)" if worse else "")),
+            pct(after) + (" (worse: use the unscaled probabilities)" if worse else ""),
         ),
-        ("Temperature T", esc(f"{num(t)} (divides the logits: T > 1 softens, T < 1 sharpens)")),
-        ("T fitted on", esc(rows_text)),
+        ("Temperature T", f"{num(t)} (divides the logits: T > 1 softens, T < 1 sharpens)"),
+        ("T fitted on", rows_text),
     ]
 
 
@@ -116,30 +113,23 @@ def _fitted_text(calib: Mapping[str, Any], n_test: int) -> str:
     )
 
 
-def _warnings(calib: Mapping[str, Any]) -> str:
-    items = "".join(f"<li>{esc(w)}</li>" for w in calib.get("warnings") or [])
-    return f'<ul class="warnings">{items}</ul>' if items else ""
-
-
-def calibration_section(calib: Mapping[str, Any], n_test: int, n_val: Any, png: bytes) -> str:
+def calibration_section(calib: Mapping[str, Any], n_test: int, n_val: Any, png: bytes) -> Markup:
     """``n_val``: the early-stopping rows the training history reports (to say why no T was fitted)."""
     scaled = bool(calib["temperature_fitted"])
     bins = int(calib["n_bins"])
     label = "ECE, test split" + (" (before temperature scaling)" if scaled else "")
-    facts = [(label, esc(pct(calib["ece"])))]
+    facts = [(label, pct(calib["ece"]))]
     if scaled:
         facts += _fitted_facts(calib)
         text = _fitted_text(calib, n_test)
     else:
-        facts.append(("Temperature T", esc("1 (not fitted)")))
+        facts.append(("Temperature T", "1 (not fitted)"))
         text = _not_fitted(calib, n_val)
-    caption = (
-        "Each point is one confidence bin: its mean confidence against its accuracy; the point's area grows "
-        "with the bin's sample count, and the lower panel gives the counts (log scale). Points on the "
-        "diagonal are calibrated; below it the model is over-confident, above it under-confident."
-    )
-    return (
-        '<section id="calibration"><h2>Calibration</h2>'
-        f"<p>{esc(ECE_HELP.format(bins=bins))}</p>{kv_table(facts)}<p>{esc(text)}</p>{_warnings(calib)}"
-        f"{figure(png, 'Reliability diagram', esc(caption))}</section>"
+    return render(
+        "calibration.html.j2",
+        bins=bins,
+        facts=facts,
+        text=text,
+        calibration_warnings=calib.get("warnings") or [],
+        png=png,
     )

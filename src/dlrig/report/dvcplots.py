@@ -29,7 +29,7 @@ from typing import Any
 
 from dlrig.errors import UserError
 from dlrig.io import save_text
-from dlrig.report.markup import esc, figure, page
+from dlrig.report import markup
 
 DEFAULT_OUT = "dvc_plots/offline.html"
 _URL = re.compile(r"\w+://\S*")
@@ -116,20 +116,12 @@ def render(data: Mapping[str, Sequence[Mapping[str, Any]]], cwd: str | Path = ".
 
 def plots_page(drawn: Sequence[Drawn], heading: str = "DVC plots") -> str:
     """One self-contained page: each plot as an embedded PNG under its dvc.yaml title."""
-    parts = []
-    for d in drawn:
-        revs = ", ".join(d.revisions)
-        caption = esc(d.title) + (f" ({esc(revs)})" if revs else "")
-        if d.png is None:
-            parts.append(f"<section><h2>{esc(d.title)}</h2><p>{esc(d.note)}</p></section>")
-        else:
-            parts.append(f"<section>{figure(d.png, d.title, caption)}</section>")
     revisions = sorted({r for d in drawn for r in d.revisions})
     subtitle = f"{len(drawn)} plots" + (f" of {', '.join(revisions)}" if revisions else "")
     footer = ("The plots dvc.yaml declares, rendered to images by vl-convert from DVC's Vega-Lite specs: "
               "this page loads nothing and runs no script.")
-    return page(heading, "".join(parts) or "<p>dvc.yaml declares no plots.</p>", subtitle=esc(subtitle),
-                footer=esc(footer))
+    body = markup.render("dvcplots.html.j2", drawn=drawn)
+    return markup.page(heading, body, subtitle=subtitle, footer=footer)
 
 
 def write_plots_page(out: str | Path = DEFAULT_OUT, revs: Sequence[str] = (),

@@ -8,7 +8,9 @@ calibrated its probabilities are, the per-class results, what was done to the la
 found, and the data checks. It reads no study result: the studies (``studies/dvc.yaml``) have their own
 page, reports/studies/report.html (:mod:`dlrig.report.studies`), which the Labels section links to.
 Each long section lives in its own module (selection, baselines, calibration, labels); this one reads and
-checks the inputs and assembles the page. Nothing is re-trained or re-scored here.
+checks the inputs, computes each section's numbers and sentences and assembles the page. The markup is in
+the Jinja2 templates ``templates/<section>.html.j2`` (the page: ``report.html.j2``, extending
+``page.html.j2``). Nothing is re-trained or re-scored here.
 
 The page (:func:`dlrig.report.markup.page`) embeds its figures as base64 PNGs and its CSS inline, loads
 nothing from anywhere and needs no JavaScript, so it can be mailed, archived or opened offline.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from markupsafe import Markup
 
 import dlrig
 from dlrig.errors import UserError
@@ -43,7 +46,7 @@ from dlrig.report.figures import (
     reliability_figure,
 )
 from dlrig.report.labels import check_labels, labels_section, training_label_caveat
-from dlrig.report.markup import badge, esc, figure, finite, kv_table, num, page, pct, plain
+from dlrig.report.markup import finite, num, page, pct, plain, render
 from dlrig.report.search_figures import importance_figure, top_two_figure
 from dlrig.report.selection import selection_section
 
@@ -196,7 +199,7 @@ def _cv_line(cv: Mapping[str, Any]) -> str:
 
 def _cv_estimate(
     cv: Mapping[str, Any], test: Mapping[str, Any], caveat: tuple[str, str] | None = None
-) -> str:
+) -> dict[str, Any]:
     """The CV box; ``caveat`` (see ``training_label_caveat``) names the corrupted labels it was scored on."""
     metric = cv["metric"]
     optimistic = bool(cv.get("optimistic")) or int(cv["depth"]) == 1
@@ -223,10 +226,7 @@ def _cv_estimate(
             " cv.depth 1 scores the chosen config on the folds that chose it, so this overstates; "
             "cv.depth 2 (nested) gives an honest estimate."
         )
-    return (
-        f'<div class="estimate{" optimistic" if optimistic else ""}"><div class="label">{esc(label)}</div>'
-        f'<div class="value">{esc(value)}</div><div class="hint">{esc(hint)}</div></div>'
-    )
+    return {"optimistic": optimistic, "label": label, "value": value, "hint": hint}
 
 
 def _interval(test: Mapping[str, Any], metric: str) -> str:
@@ -262,7 +262,7 @@ def _corrupted_lead(test: Mapping[str, Any], cv: Mapping[str, Any], caveat: tupl
 
 def _headline(
     test: Mapping[str, Any], classes: list[str], cv: Mapping[str, Any], labels: Mapping[str, Any]
-) -> str:
+) -> Markup:
     """The test cards and the CV estimate. With corrupted training labels the clean test score leads and
     the CV score says what it was measured against; otherwise the CV estimate comes first."""
     cards = [
@@ -288,62 +288,31 @@ def _headline(
         ),
         ("Test samples", num(int(test["n"])), "", f"{len(classes)} classes"),
     ]
-    body = "".join(
-        f'<div class="card"><div class="label">{esc(label)}</div><div class="value">{esc(value)}</div>'
-        + (f'<div class="ci">{esc(ci)}</div>' if ci else "")
-        + f'<div class="hint">{esc(hint)}</div></div>'
-        for label, value, ci, hint in cards
-    )
-    note = (
-        "Intervals: 95% percentile bootstrap over the test samples (resampled with replacement; the "
-        "model is fixed), so they show how much the score would move on another test set of this size."
-    )
     caveat = training_label_caveat(labels)
-    cards = f'<div class="cards">{body}</div><p class="note">{esc(note)}</p>'
-    if caveat is None:
-        inner = f"{_cv_estimate(cv, test)}<h3>Held-out test set</h3>{cards}"
-    else:
-        inner = (
-            f'<p class="lead">{esc(_corrupted_lead(test, cv, caveat))}</p>'
-            f"<h3>Held-out test set (true labels)</h3>{cards}"
-            f"<h3>Cross-validation ({esc(caveat[0])} training labels)</h3>{_cv_estimate(cv, test, caveat)}"
-        )
-    return f'<section id="headline"><h2>Headline</h2>{inner}</section>'
-
-
-def _fold_curves(folds: list[Mapping[str, Any]], png: bytes | None) -> str:
-    """The outer folds' refits, epoch by epoch; or why they cannot be drawn."""
-    if png is None:
-        return (
-            "<h3>Each outer fold's refit</h3><p>Not drawn: reports/cv/folds.json holds no per-epoch history "
-            "of the outer refits (each fold record gives only their scores), so only the final refit's "
-            "curves are shown.</p>"
-        )
-    caption = (
-        "The winner of each outer fold's inner search, refit on that fold's outer-train and scored on its "
-        "outer-test: loss and accuracy per epoch on the rows it took gradient steps on (dotted) and on the "
-        "early-stopping rows carved from its outer-train (solid); the star marks the epoch whose weights "
-        "were kept. Curves that differ much between folds say the training is unstable at this size."
+    return render(
+        "headline.html.j2",
+        cards=cards,
+        caveat=caveat[0] if caveat else None,
+        lead=_corrupted_lead(test, cv, caveat) if caveat else None,
+        cv_box=_cv_estimate(cv, test, caveat),
     )
-    return "<h3>Each outer fold's refit</h3>" + figure(png, "Learning curves of the outer refits",
-                                                       esc(caption))
 
 
-def _training(history: Mapping[str, Any], curves_png: bytes, fold_curves: str = "") -> str:
+def _training(
+    history: Mapping[str, Any], curves_png: bytes, show_fold_curves: bool, fold_curves_png: bytes | None
+) -> Markup:
+    """The final refit's facts and curves; at nested depths each outer fold's refit too (or why not)."""
     rows = history.get("history") or []
     best = history.get("best_epoch")
     best_row = next((r for r in rows if r.get("epoch") == best), None)
     has_val = any(r.get("val_loss") is not None for r in rows)
     facts = [
-        ("Epochs run", esc(num(len(rows)))),
-        ("Best epoch", esc(best if best is not None else "n/a")),
-        ("Stopped early", esc(num(history.get("stopped_early")))),
-        ("Parameters", esc(num(history.get("n_parameters")))),
-        ("Samples for gradient steps", esc(num(history.get("n_fit")))),
-        (
-            "Samples for early stopping",
-            esc(num(history.get("n_val")) if has_val else "none (early stopping off)"),
-        ),
+        ("Epochs run", num(len(rows))),
+        ("Best epoch", best if best is not None else "n/a"),
+        ("Stopped early", num(history.get("stopped_early"))),
+        ("Parameters", num(history.get("n_parameters"))),
+        ("Samples for gradient steps", num(history.get("n_fit"))),
+        ("Samples for early stopping", num(history.get("n_val")) if has_val else "none (early stopping off)"),
     ]
     if best_row is not None:
         for key, label in (
@@ -354,23 +323,20 @@ def _training(history: Mapping[str, Any], curves_png: bytes, fold_curves: str = 
         ):
             if best_row.get(key) is not None:
                 value = pct(best_row[key]) if "accuracy" in key else num(best_row[key])
-                facts.append((label, esc(value)))
-    caption = (
-        "Loss and accuracy per epoch on the rows used for gradient steps (train) and on the rows held out "
-        "for early stopping (validation); the dashed line and stars mark the best epoch, whose weights "
-        "were kept. Right: the learning-rate schedule."
-    )
-    if not has_val:
-        caption += " No validation curve: early stopping was off."
-    return (
-        '<section id="training"><h2>How training went</h2><h3>The final refit</h3>'
-        f"{kv_table(facts)}{figure(curves_png, 'Learning curves', esc(caption))}{fold_curves}</section>"
+                facts.append((label, value))
+    return render(
+        "training.html.j2",
+        facts=facts,
+        curves_png=curves_png,
+        has_val=has_val,
+        show_fold_curves=show_fold_curves,
+        fold_curves_png=fold_curves_png,
     )
 
 
 def _per_class(
     test: Mapping[str, Any], classes: list[str], recall_png: bytes, confusion_png: bytes, pr_png: bytes
-) -> str:
+) -> Markup:
     recall = test["per_class_recall"]
     ap = test.get("average_precision") or {}
     cm = test["confusion_matrix"]
@@ -379,48 +345,18 @@ def _per_class(
         support = sum(cm[i]) if i < len(cm) else None
         predicted = sum(row[i] for row in cm if i < len(row)) if cm else None
         value = recall.get(name)
-        rows.append(
-            f'<tr><td>{esc(name)}</td><td class="num">{esc(num(support))}</td>'
-            f'<td class="num">{esc(num(predicted))}</td><td class="num">{esc(pct(value))}</td>'
-            f'<td class="num">{esc(num(ap.get(name)))}</td></tr>'
-        )
-    table = (
-        '<table><thead><tr><th>Class</th><th class="num">Test samples</th>'
-        '<th class="num">Predicted as this class</th>'
-        '<th class="num">Recall</th><th class="num">Average precision</th></tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table>'
-    )
-    return (
-        '<section id="per-class"><h2>Per-class results</h2>'
-        + figure(
-            recall_png,
-            "Recall per class",
-            "Recall (share of each class's test samples classified correctly); the dashed line is "
-            "balanced accuracy, their mean.",
-        )
-        + figure(
-            confusion_png,
-            "Confusion matrix",
-            "Rows are the true class, columns the predicted class; cells show counts, colour shows the "
-            "share of the true class.",
-        )
-        + figure(
-            pr_png,
-            "Precision-recall curve",
-            esc(
-                "Every (test sample, class) pair scored by the predicted probability of that class: the "
-                "share of the true pairs found (recall) against the share of the pairs taken that are true "
-                "(precision), as the threshold falls. Average precision (the area under a class's curve, one "
-                f"vs rest) is {num(test['macro_average_precision'])} averaged over the classes; per class "
-                "in the table below. It ranks, where accuracy only counts the top class: a model can be "
-                "right at the top and still rank the other classes badly."
-            ),
-        )
-        + f"<details><summary>Per-class table</summary>{table}</details></section>"
+        rows.append((name, num(support), num(predicted), pct(value), num(ap.get(name))))
+    return render(
+        "per_class.html.j2",
+        rows=rows,
+        recall_png=recall_png,
+        confusion_png=confusion_png,
+        pr_png=pr_png,
+        macro_ap=num(test["macro_average_precision"]),
     )
 
 
-def _validation(validation: Mapping[str, Any]) -> str:
+def _validation(validation: Mapping[str, Any]) -> Markup:
     """Outcome, one row per expectation (failures highlighted), then every other key the file holds.
 
     The validate stage writes ``unit`` (what ``offending`` counts) and ``examples`` (a few offenders) per
@@ -442,48 +378,44 @@ def _validation(validation: Mapping[str, Any]) -> str:
         else:
             shown = plain(offending)
         rows.append(
-            f'<tr class="{"fail" if ok is False else "ok"}"><td><code>{esc(exp.get("name", "?"))}</code></td>'
-            f"<td>{esc(exp.get('description', ''))}</td>"
-            f"<td>{badge(ok if isinstance(ok, bool) else None)}</td>"
-            f'<td class="num">{esc(shown)}</td>'
-            f'<td class="details">{esc(extra)}</td></tr>'
+            {
+                "ok": ok if isinstance(ok, bool) else None,
+                "name": exp.get("name", "?"),
+                "description": exp.get("description", ""),
+                "offending": shown,
+                "details": extra,
+            }
         )
-    empty = '<tr><td colspan="5">no expectations recorded</td></tr>'
-    table = (
-        "<table><thead><tr><th>Expectation</th><th>What it checks</th><th>Result</th>"
-        '<th class="num">Offending</th><th>Examples and details</th></tr></thead>'
-        f"<tbody>{''.join(rows) or empty}</tbody></table>"
-    )
     others = []  # every other top-level key; one level of a mapping is spread into rows
     for key, value in validation.items():
         if key in {"success", "expectations"}:
             continue
         if isinstance(value, dict) and value:
-            others += [(f"{key}.{sub}", esc(plain(v))) for sub, v in value.items()]
+            others += [(f"{key}.{sub}", plain(v)) for sub, v in value.items()]
         else:
-            others.append((str(key), esc(plain(value))))
-    details = (
-        f"<details><summary>Data summary and settings</summary>{kv_table(others)}</details>" if others else ""
+            others.append((str(key), plain(value)))
+    return render(
+        "validation.html.j2",
+        success=success if isinstance(success, bool) else None,
+        n_ok=n_ok,
+        n_expectations=len(expectations),
+        rows=rows,
+        others=others,
     )
-    outcome = (
-        f'<p class="outcome">{badge(success if isinstance(success, bool) else None, "passed", "failed")} '
-        f"{esc(n_ok)} of {esc(len(expectations))} expectations met.</p>"
-    )
-    return f'<section id="validation"><h2>Data validation</h2>{outcome}{table}{details}</section>'
 
 
-def _split(split: Mapping[str, Any], classes: list[str]) -> str:
+def _split(split: Mapping[str, Any], classes: list[str]) -> Markup:
     dup = split.get("duplicates") or {}
     test_size = split.get("test_size")
     facts = [
-        ("Train samples", esc(num(split.get("n_train")))),
-        ("Test samples", esc(num(split.get("n_test")))),
-        ("Test fraction (requested)", esc("n/a" if test_size is None else f"{float(test_size):g}")),
-        ("Duplicate policy", f"<code>{esc(dup.get('policy', 'n/a'))}</code>"),
-        ("Duplicates within train", esc(num(dup.get("within_train")))),
-        ("Duplicates within test", esc(num(dup.get("within_test")))),
-        ("Duplicates across train and test", esc(num(dup.get("across")))),
-        ("Samples removed as duplicates", esc(num(dup.get("removed")))),
+        ("Train samples", num(split.get("n_train"))),
+        ("Test samples", num(split.get("n_test"))),
+        ("Test fraction (requested)", "n/a" if test_size is None else f"{float(test_size):g}"),
+        ("Duplicate policy", Markup("<code>{}</code>").format(dup.get("policy", "n/a"))),
+        ("Duplicates within train", num(dup.get("within_train"))),
+        ("Duplicates within test", num(dup.get("within_test"))),
+        ("Duplicates across train and test", num(dup.get("across"))),
+        ("Samples removed as duplicates", num(dup.get("removed"))),
     ]
     counts = split.get("class_counts") or {}
     train, test = counts.get("train") or {}, counts.get("test") or {}
@@ -491,22 +423,17 @@ def _split(split: Mapping[str, Any], classes: list[str]) -> str:
     names += [c for c in (*train, *test) if c not in names]
     names = list(dict.fromkeys(names))
     n_train, n_test = sum(train.values()) or 1, sum(test.values()) or 1
-    rows = "".join(
-        f'<tr><td>{esc(c)}</td><td class="num">{esc(num(train.get(c, 0)))}</td>'
-        f'<td class="num">{esc(f"{train.get(c, 0) / n_train:.1%}")}</td>'
-        f'<td class="num">{esc(num(test.get(c, 0)))}</td>'
-        f'<td class="num">{esc(f"{test.get(c, 0) / n_test:.1%}")}</td></tr>'
+    rows = [
+        (
+            c,
+            num(train.get(c, 0)),
+            f"{train.get(c, 0) / n_train:.1%}",
+            num(test.get(c, 0)),
+            f"{test.get(c, 0) / n_test:.1%}",
+        )
         for c in names
-    )
-    table = (
-        '<h3>Class counts</h3><table><thead><tr><th>Class</th><th class="num">Train</th>'
-        '<th class="num">Train share</th><th class="num">Test</th><th class="num">Test share</th>'
-        "</tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-        if names
-        else ""
-    )
-    return f'<section id="split"><h2>Train/test split</h2>{kv_table(facts)}{table}</section>'
+    ]
+    return render("split.html.j2", facts=facts, rows=rows)
 
 
 def _flow(value: Any) -> str:
@@ -543,31 +470,27 @@ def _with_chosen(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str,
 
 def _yaml_lines(
     node: Mapping[str, Any], notes: Mapping[str, str], prefix: str = "", depth: int = 0
-) -> list[str]:
-    """Block-style YAML, one escaped line per key; a key of ``notes`` (dotted) is highlighted, with its
-    note as a comment."""
+) -> list[tuple[str, str | None]]:
+    """Block-style YAML, one ``(line, note)`` per key; the note (None for most) is that of the key's dotted
+    path in ``notes``: the page highlights the line, with its note as a comment."""
     lines = []
     for key, value in node.items():
         path, pad = f"{prefix}{key}", "  " * depth
         if isinstance(value, Mapping) and value:
-            lines.append(esc(f"{pad}{_flow(key)}:"))
+            lines.append((f"{pad}{_flow(key)}:", None))
             lines += _yaml_lines(value, notes, f"{path}.", depth + 1)
-        elif path in notes:
-            lines.append(f"<mark>{esc(f'{pad}{_flow(key)}: {_flow(value)}')}</mark>"
-                         f'<span class="chosen">  # {esc(notes[path])}</span>')
         else:
-            lines.append(esc(f"{pad}{_flow(key)}: {_flow(value)}"))
+            lines.append((f"{pad}{_flow(key)}: {_flow(value)}", notes.get(path)))
     return lines
 
 
-def _params(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
+def _params(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> Markup:
     """params.yaml as the final model used it: the values the search chose replace their starting points."""
     notes = {}
     for dotted, value in chosen.items():
         start = _lookup(raw, dotted)
         was = "not set (its default)" if start is _MISSING else _flow(start)
         notes[dotted] = "chosen by the search" + (f"; params.yaml: {was}" if start != value else "")
-    text = "\n".join(_yaml_lines(_with_chosen(raw, chosen), notes))
     intro = (
         f"params.yaml with the {len(chosen)} value{'s' if len(chosen) != 1 else ''} the search chose in "
         "place of the starting values the file holds (highlighted, the file's value in the comment): the "
@@ -575,10 +498,7 @@ def _params(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
         if chosen
         else "params.yaml as it is: nothing was searched."
     )
-    return (
-        f'<section id="params"><h2>Parameters used</h2><p>{esc(intro)}</p>'
-        f"<pre><code>{text}</code></pre></section>"
-    )
+    return render("params.html.j2", intro=intro, lines=_yaml_lines(_with_chosen(raw, chosen), notes))
 
 
 
@@ -603,16 +523,6 @@ def run_identity(cwd: str | Path | None = None) -> dict[str, str | None]:
             "revision": revision[:7] if revision else None}
 
 
-def _identity_line(identity: Mapping[str, str | None]) -> str:
-    """experiment bushy-oast · git 1a2b3c4 (the commit the run started from)."""
-    parts = []
-    if identity.get("experiment"):
-        parts.append(f"experiment <strong>{esc(identity['experiment'])}</strong>")
-    rev = identity.get("revision")
-    parts.append(f"git <code>{esc(rev)}</code>" if rev else "git revision unknown (no commit)")
-    return " · ".join(parts)
-
-
 def render_html(
     inputs: Mapping[str, Any],
     figures: Mapping[str, bytes],
@@ -625,11 +535,8 @@ def render_html(
     classes = _classes(test)
     validation_ok = inputs["validation"].get("success")
     subtitle = (
-        esc(
-            f"{len(classes)} classes · {num(int(test['n']))} test samples · data validation "
-            f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
-        )
-        + (f"<br>{_identity_line(identity)}" if identity is not None else "")
+        f"{len(classes)} classes · {num(int(test['n']))} test samples · data validation "
+        f"{'passed' if validation_ok is True else 'FAILED' if validation_ok is False else 'n/a'}"
     )
     nav = (
         ("headline", "Headline"),
@@ -655,9 +562,8 @@ def render_html(
             _training(
                 inputs["history"],
                 figures["curves"],
-                _fold_curves(inputs["folds"], figures.get("fold_curves"))
-                if int(inputs["cv"]["depth"]) > 1
-                else "",
+                show_fold_curves=int(inputs["cv"]["depth"]) > 1,
+                fold_curves_png=figures.get("fold_curves"),
             ),
             calibration_section(
                 inputs["metrics"]["calibration"],
@@ -672,11 +578,16 @@ def render_html(
             _params(inputs["params"], inputs["cv"]["final"]["config"]),
         ]
     )
-    footer = (
-        f"Built by dlrig {esc(dlrig.__version__)} from the saved results ({esc(sources)}) and params.yaml; "
-        "nothing was re-trained to make this page."
+    return page(
+        title,
+        body,
+        subtitle=subtitle,
+        nav=nav,
+        template="report.html.j2",
+        identity=identity,  # the title block's "experiment ... · git ..." line
+        version=dlrig.__version__,
+        sources=sources,
     )
-    return page(title, body, subtitle=subtitle, nav=nav, footer=footer)
 
 
 def build_report(

@@ -6,6 +6,7 @@ stage: ``find_label_issues``'s summary, plus ``detection_scores`` against the in
 were any). The label study (``dlrig.studies.labels``) is not read here: it is not part of the default
 pipeline, so a dep on its results would pull it into every ``dvc repro``, and reading them undeclared would
 show stale numbers. Its section is on the studies page (``dlrig.report.studies``); this one links to it.
+The sentences and numbers are computed here; the markup is ``templates/labels.html.j2``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from dlrig.errors import UserError
-from dlrig.report.markup import esc, finite, kv_table, num, pct
+from dlrig.report.markup import finite, num, pct, render
 
 STUDIES_COMMAND = "dvc repro studies/dvc.yaml"
 STUDIES_PAGE = "studies/report.html"  # the studies' report stage writes it, relative to reports/report.html
@@ -29,12 +32,6 @@ DETECT_KEYS = (
     "n_issues_likely_noise",
     "n_issues_ambiguous",
     "ambiguity_threshold",
-)
-AMBIGUITY_HELP = (
-    "Confidently contradicted: another class reaches its per-class confidence threshold while the given "
-    "label's probability is below its own, evidence of a wrong label. Ambiguous: the predicted "
-    "distribution is spread out (normalised entropy at or above {threshold}), so the input itself is "
-    "uncertain and a flag says more about class overlap than about the label."
 )
 
 
@@ -97,7 +94,9 @@ def _class_name(classes: Sequence[str], i: int, k: int) -> str:
     return classes[i] if len(classes) == k else str(i)
 
 
-def _injected(labels: Mapping[str, Any], classes: Sequence[str], params: Mapping[str, Any]) -> str:
+def _injected(
+    labels: Mapping[str, Any], classes: Sequence[str], params: Mapping[str, Any]
+) -> dict[str, Any]:
     imbalance, noise = labels["imbalance"], labels["noise"]
     counts = [int(c) for c in imbalance["counts"]]
     n_noise, n_flipped = int(noise["n"]), int(noise["n_flipped"])
@@ -131,48 +130,43 @@ def _injected(labels: Mapping[str, Any], classes: Sequence[str], params: Mapping
         noise_text += f" (requested rate {requested_rate:g})"
     noise_text += f"; {num(n_flipped)} of {num(n_noise)} labels flipped ({pct(n_flipped / max(n_noise, 1))})"
     facts = [
-        ("Training rows", esc(f"{num(int(labels['n_before']))} before, {num(int(labels['n_after']))} after")),
-        ("Imbalance", esc(imbalance_text)),
-        ("Label noise", esc(noise_text)),
+        ("Training rows", f"{num(int(labels['n_before']))} before, {num(int(labels['n_after']))} after"),
+        ("Imbalance", imbalance_text),
+        ("Label noise", noise_text),
     ]
     flip_rates = noise.get("per_class_rate") or []
     total = sum(counts) or 1
-    rows = "".join(
-        f'<tr><td>{esc(_class_name(classes, i, len(counts)))}</td><td class="num">{esc(num(c))}</td>'
-        f'<td class="num">{esc(f"{c / total:.1%}")}</td>'
-        f'<td class="num">{esc(pct(flip_rates[i]) if i < len(flip_rates) else "n/a")}</td></tr>'
+    rows = [
+        (
+            _class_name(classes, i, len(counts)),
+            num(c),
+            f"{c / total:.1%}",
+            pct(flip_rates[i]) if i < len(flip_rates) else "n/a",
+        )
         for i, c in enumerate(counts)
-    )
-    table = (
-        "<details><summary>Training rows and flip rate per class</summary><table><thead><tr><th>Class</th>"
-        '<th class="num">Training rows</th><th class="num">Share</th><th class="num">Labels flipped</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table></details>"
-    )
-    return f"<h3>Injected noise and imbalance</h3><p>{esc(summary)}</p>{kv_table(facts)}{table}"
+    ]
+    return {"summary": summary, "facts": facts, "rows": rows}
 
 
-def _confusions(joint: Any, classes: Sequence[str], limit: int = 5) -> str:
+def _confusions(joint: Any, classes: Sequence[str], limit: int = 5) -> list[str]:
     """The most frequent off-diagonal cells of the confident joint: given label, what it looks like."""
     if not isinstance(joint, list) or not joint:
-        return ""
+        return []
     k = len(joint)
     cells = sorted(
         ((-int(c), i, j) for i, row in enumerate(joint) for j, c in enumerate(row) if i != j and c),
     )[:limit]
-    if not cells:
-        return ""
-    items = "".join(
-        f"<li>{esc(num(-neg))} row{'s' if neg != -1 else ''} labelled {esc(_class_name(classes, i, k))} "
-        f"look{'s' if neg == -1 else ''} like {esc(_class_name(classes, j, k))}</li>"
+    return [
+        f"{num(-neg)} row{'s' if neg != -1 else ''} labelled {_class_name(classes, i, k)} "
+        f"look{'s' if neg == -1 else ''} like {_class_name(classes, j, k)}"
         for neg, i, j in cells
-    )
-    return f"<p>Most frequent suspected confusions (confident joint, off the diagonal):</p><ul>{items}</ul>"
+    ]
 
 
-def _detection(detect: Mapping[str, Any], classes: Sequence[str]) -> str:
-    head = "<h3>Which labels look wrong (confident learning)</h3>"
+def _detection(detect: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any] | None:
+    """What confident learning found (None when detection was off)."""
     if not detect.get("enabled"):
-        return head + "<p>Detection was off (labels.detect.enabled: false).</p>"
+        return None
     n = int(detect["n"])
 
     def share(count: Any) -> str:
@@ -184,27 +178,24 @@ def _detection(detect: Mapping[str, Any], classes: Sequence[str]) -> str:
         "used), and confident learning compared those probabilities with the given labels."
     )
     facts = [
-        ("Estimated noise rate", esc(pct(detect["noise_rate"]))),
-        ("Rows flagged as label issues", esc(share(detect["n_issues"]))),
-        ("… contradicted and not ambiguous: likely wrong", esc(share(detect["n_issues_likely_noise"]))),
-        ("… ambiguous: likely class overlap", esc(share(detect["n_issues_ambiguous"]))),
-        ("All confidently contradicted rows", esc(share(detect["n_contradicted"]))),
-        ("All ambiguous rows", esc(share(detect["n_ambiguous"]))),
+        ("Estimated noise rate", pct(detect["noise_rate"])),
+        ("Rows flagged as label issues", share(detect["n_issues"])),
+        ("… contradicted and not ambiguous: likely wrong", share(detect["n_issues_likely_noise"])),
+        ("… ambiguous: likely class overlap", share(detect["n_issues_ambiguous"])),
+        ("All confidently contradicted rows", share(detect["n_contradicted"])),
+        ("All ambiguous rows", share(detect["n_ambiguous"])),
     ]
     if "n_without_confident_class" in detect:
-        facts.append(("No class above its threshold", esc(share(detect["n_without_confident_class"]))))
+        facts.append(("No class above its threshold", share(detect["n_without_confident_class"])))
     found = detect.get("against_injected")
-    truth = ""
     if isinstance(found, dict):
         facts += [
-            ("True noise rate (injected)", esc(pct(detect.get("true_noise_rate")))),
+            ("True noise rate (injected)", pct(detect.get("true_noise_rate"))),
             (
                 "Against the injected flips",
-                esc(
-                    f"precision {num(found.get('precision'), 3)}, recall {num(found.get('recall'), 3)}, "
-                    f"F1 {num(found.get('f1'), 3)} ({num(found.get('n_flagged'))} flagged, "
-                    f"{num(found.get('n_true'))} truly flipped)"
-                ),
+                f"precision {num(found.get('precision'), 3)}, recall {num(found.get('recall'), 3)}, "
+                f"F1 {num(found.get('f1'), 3)} ({num(found.get('n_flagged'))} flagged, "
+                f"{num(found.get('n_true'))} truly flipped)",
             ),
         ]
         truth = (
@@ -213,31 +204,22 @@ def _detection(detect: Mapping[str, Any], classes: Sequence[str]) -> str:
         )
     else:
         truth = "No noise was injected, so there is no truth to score the flags against."
-    return (
-        f"{head}<p>{esc(intro)}</p>{kv_table(facts)}"
-        f'<p class="note">{esc(AMBIGUITY_HELP.format(threshold=detect["ambiguity_threshold"]))} '
-        f"{esc(truth)}</p>{_confusions(detect.get('confident_joint'), classes)}"
-    )
-
-
-def _studies_pointer() -> str:
-    """Where the label study's results live; it reads nothing, so it can never show stale numbers."""
-    return (
-        "<h3>Study: noise and imbalance on this data set</h3>"
-        "<p>The label study trains on the training split with injected noise and imbalance and scores on the "
-        "clean test split: test accuracy against the noise rate for plain and robust losses, balanced "
-        "accuracy against the imbalance ratio for each way of handling it, detection against the injected "
-        "flips, and oversampling before vs inside the folds. It is not part of this pipeline: "
-        f"<code>{esc(STUDIES_COMMAND)}</code> runs it and writes "
-        f'<a href="{esc(STUDIES_PAGE)}">reports/{esc(STUDIES_PAGE)}</a>, a page of its own with the '
-        "study's tables and figures; this page reads none of its results.</p>"
-    )
+    return {
+        "intro": intro,
+        "facts": facts,
+        "threshold": detect["ambiguity_threshold"],
+        "truth": truth,
+        "confusions": _confusions(detect.get("confident_joint"), classes),
+    }
 
 
 def labels_section(
     labels: Mapping[str, Any], detect: Mapping[str, Any], classes: Sequence[str], params: Mapping[str, Any]
-) -> str:
-    return (
-        '<section id="labels"><h2>Labels</h2>'
-        f"{_injected(labels, classes, params)}{_detection(detect, classes)}{_studies_pointer()}</section>"
+) -> Markup:
+    return render(
+        "labels.html.j2",
+        injected=_injected(labels, classes, params),
+        detection=_detection(detect, classes),
+        studies_command=STUDIES_COMMAND,
+        studies_page=STUDIES_PAGE,
     )

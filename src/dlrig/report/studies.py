@@ -2,21 +2,23 @@
 
 A study (``dlrig.studies.<name>``) writes ``reports/studies/<name>.json``. Its section here is one renderer
 function, registered by the study's name; it gets the results dict and a :class:`Figures` to draw into,
-and returns the section's body (already-escaped HTML)::
+and returns the section's body: HTML, best rendered from a template of its own in ``templates/``, which
+escapes every value (:func:`dlrig.report.markup.render`)::
 
     @study("grokking", "Grokking: generalisation long after memorisation")
     def _grokking(results, figures):
         if "curves" not in results:
             raise UserError("expected 'curves'")       # the page names the file and the command to re-run
         png = figures.add("curves", partial(curves_figure, results["curves"]), "Accuracy per step", "...")
-        return f"<p>...</p>{png}"
+        return render("study_grokking.html.j2", png=png, ...)
 
 The page wraps each body in ``<section id="study-<name>">`` under the study's title, says which file it
 came from, and ends it with ``results["verdict"]`` when the results carry one (a sentence the study
 computed from its numbers). The sections are exactly the results files the stage is given -- the report
 stage's deps in studies/dvc.yaml -- so nothing is found on disk that DVC does not know about. Figures are
 written under ``<figures>/<study>/`` and embedded in the page, which has the main report's style
-(:func:`dlrig.report.markup.page`), loads nothing and gives the same bytes for the same inputs.
+(``templates/studies.html.j2`` extends the main report's ``page.html.j2``), loads nothing and gives the
+same bytes for the same inputs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from matplotlib.ticker import PercentFormatter
 
 import dlrig
@@ -34,7 +37,7 @@ from dlrig.errors import UserError
 from dlrig.io import load_json, resolve, save_text
 from dlrig.params import ReportParams
 from dlrig.report.figures import _new_figure, _style, save_png
-from dlrig.report.markup import esc, figure, finite, num, page, pct
+from dlrig.report.markup import figure, finite, num, page, pct, render
 
 COMMAND = "dvc repro studies/dvc.yaml"
 MAIN_PAGE = "../report.html"  # the default pipeline's report, relative to reports/studies/report.html
@@ -49,9 +52,9 @@ class Figures:
     dpi: int
     _names: set[str] = field(default_factory=set, init=False, repr=False)
 
-    def add(self, name: str, draw: Callable[[Path, int], Path], alt: str, caption: str) -> str:
-        """Draw ``<folder>/<name>.png`` with ``draw(path, dpi)``; return its ``<figure>`` (``caption`` is
-        already-escaped HTML)."""
+    def add(self, name: str, draw: Callable[[Path, int], Path], alt: str, caption: str) -> Markup:
+        """Draw ``<folder>/<name>.png`` with ``draw(path, dpi)``; return its ``<figure>`` (``alt`` and
+        ``caption`` are text, escaped here)."""
         if name in self._names:
             raise ValueError(f"figure {name!r} drawn twice in {self.folder}")
         self._names.add(name)
@@ -100,12 +103,14 @@ def _section(name: str, source: str, results: Mapping[str, Any], figures: Figure
         body = entry.render(results, figures)
     except UserError as exc:
         raise UserError(f"{source}: {exc} (written by `{COMMAND}:{name}`; re-run it)") from None
-    return (
-        f'<section id="study-{esc(name)}"><h2>{esc(entry.title)}</h2>'
-        f'<p class="note">From {esc(Path(source).name)} beside this page, written by '
-        f"<code>{esc(COMMAND)}:{esc(name)}</code>.</p>{body}"
-        + (f'<p class="verdict">{esc(verdict)}</p>' if verdict is not None else "")
-        + "</section>"
+    return render(
+        "study_section.html.j2",
+        name=name,
+        title=entry.title,
+        source=Path(source).name,
+        command=COMMAND,
+        body=Markup(body),  # the registered renderer's HTML: code of this package, not data
+        verdict=verdict,
     )
 
 
@@ -118,18 +123,19 @@ def render_page(
         _section(name, source, data, Figures(Path(figures_dir) / name, cfg.dpi))
         for name, (source, data) in results.items()
     ]
-    n = len(results)
-    subtitle = (
-        f"{n} stud{'y' if n == 1 else 'ies'} on this data set, run by <code>{esc(COMMAND)}</code> apart from "
-        f'the default pipeline, whose report is <a href="{esc(MAIN_PAGE)}">reports/report.html</a>'
-    )
     nav = [(f"study-{name}", _cap(name.replace("_", " "))) for name in results]
     sources = ", ".join(Path(source).name for source, _ in results.values())
-    footer = (
-        f"Built by dlrig {esc(dlrig.__version__)} from the saved results ({esc(sources)}) and params.yaml "
-        "(report.title, report.dpi); nothing was re-trained to make this page."
+    return page(
+        f"{cfg.title} — studies",
+        "".join(sections),
+        nav=nav,
+        template="studies.html.j2",
+        n=len(results),
+        command=COMMAND,
+        main_page=MAIN_PAGE,
+        version=dlrig.__version__,
+        sources=sources,
     )
-    return page(f"{cfg.title} — studies", "".join(sections), subtitle=subtitle, nav=nav, footer=footer)
 
 
 def load_results(paths: Sequence[str | Path]) -> dict[str, tuple[str, Mapping[str, Any]]]:
@@ -182,29 +188,19 @@ def sweep_figure(
         return save_png(fig, path, dpi)
 
 
-def _bold_if(value: Any, best: Any) -> str:
-    text = esc(num(value))
-    return f"<strong>{text}</strong>" if value == best else text
-
-
-def _sweep(rows: Sequence[Mapping[str, Any]], first: str, label: str) -> str:
-    """A study table: one row per setting, one column per option, the best of each row in bold."""
-    if not rows:
-        return "<p>No rows.</p>"
-    cols = [c for c in rows[0] if c != first]
-    head = f"<th>{esc(label)}</th>" + "".join(f'<th class="num">{esc(c)}</th>' for c in cols)
+def _sweep(rows: Sequence[Mapping[str, Any]], first: str, label: str) -> dict[str, Any]:
+    """A study table: one row per setting, one column per option, each cell (value, best of its row)."""
+    cols = [c for c in rows[0] if c != first] if rows else []
     body = []
     for row in rows:
         values = [row.get(c) for c in cols]
         best = max((v for v in values if finite(v)), default=None)
         setting = row.get(first)
-        cells = "".join(f'<td class="num">{_bold_if(v, best)}</td>' for v in values)
-        body.append(f"<tr><td>{esc(f'{setting:g}' if finite(setting) else setting)}</td>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        body.append((f"{setting:g}" if finite(setting) else setting, [(num(v), v == best) for v in values]))
+    return {"label": label, "columns": cols, "rows": body}
 
 
-def _wrong_vs_right(w: Mapping[str, Any]) -> str:
-    metric = esc(str(w.get("metric", "")).replace("_", " "))
+def _wrong_vs_right(w: Mapping[str, Any]) -> dict[str, Any]:
     ratio = w.get("ratio")
     rows = []
     for way, text in (
@@ -213,19 +209,14 @@ def _wrong_vs_right(w: Mapping[str, Any]) -> str:
     ):
         scores = w.get(way) or {}
         optimism = scores.get("optimism")
-        rows.append(
-            f'<tr><td>{esc(text)}</td><td class="num">{esc(num(scores.get("cv")))}</td>'
-            f'<td class="num">{esc(num(scores.get("test")))}</td>'
-            f'<td class="num">{esc(f"{optimism:+.4f}" if finite(optimism) else "n/a")}</td></tr>'
-        )
-    return (
-        "<p><strong>Oversampling before the folds (wrong) vs inside each training fold (right), imbalance "
-        f"ratio {esc(f'{ratio:g}' if finite(ratio) else ratio)}, {esc(w.get('folds'))} folds</strong></p>"
-        f'<table><thead><tr><th>Way</th><th class="num">CV {metric}</th><th class="num">Test {metric}</th>'
-        f'<th class="num">Optimism (CV − test)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        '<p class="note">Oversampling before splitting puts copies of one row on both sides of a fold, so '
-        "the CV score flatters; the test score shows which estimate was honest.</p>"
-    )
+        shown = f"{optimism:+.4f}" if finite(optimism) else "n/a"
+        rows.append((text, num(scores.get("cv")), num(scores.get("test")), shown))
+    return {
+        "metric": str(w.get("metric", "")).replace("_", " "),
+        "ratio": f"{ratio:g}" if finite(ratio) else ratio,
+        "folds": w.get("folds"),
+        "rows": rows,
+    }
 
 
 def _cap(text: str) -> str:
@@ -243,7 +234,7 @@ def _check_labels(results: Mapping[str, Any]) -> None:
 
 
 @study("labels", "Label noise and class imbalance on this data set")
-def labels_section(results: Mapping[str, Any], figures: Figures) -> str:
+def labels_section(results: Mapping[str, Any], figures: Figures) -> Markup:
     """dlrig.studies.labels: the noise and imbalance sweeps (table + figure), detection, wrong vs right."""
     _check_labels(results)
     noise, imbalance, d = results["noise"], results["imbalance"], results["detection"]
@@ -263,22 +254,24 @@ def labels_section(results: Mapping[str, Any], figures: Figures) -> str:
         partial(sweep_figure, noise["table"], "rate", "noise rate (training labels)",
                 noise.get("metric", "test accuracy")),
         noise_title,
-        esc(f"{noise_title}: one line per option; each point is one model scored on the clean test split."),
+        f"{noise_title}: one line per option; each point is one model scored on the clean test split.",
     )
     imbalance_png = figures.add(
         "imbalance",
         partial(sweep_figure, imbalance["table"], "ratio", "n_max / n_min (log scale)",
                 imbalance.get("metric", "test balanced accuracy"), log_x=True),
         imbalance_title,
-        esc(f"{imbalance_title}: one line per way of handling it; each point is one model scored on the "
-            "clean test split."),
+        f"{imbalance_title}: one line per way of handling it; each point is one model scored on the "
+        "clean test split.",
     )
-    return (
-        "<p>Each model trained on the training split with corrupted labels and was scored on the clean test "
-        "split; the best option in each row is in bold.</p>"
-        f"<p><strong>{esc(noise_title)}</strong></p>{_sweep(noise['table'], 'rate', 'noise rate')}{noise_png}"
-        f"<p><strong>{esc(imbalance_title)}</strong></p>"
-        f"{_sweep(imbalance['table'], 'ratio', 'n_max / n_min')}{imbalance_png}"
-        f"<p><strong>Detection</strong></p><p>{esc(detection)}</p>"
-        f"{_wrong_vs_right(results['wrong_vs_right'])}"
+    return render(
+        "study_labels.html.j2",
+        noise_title=noise_title,
+        noise=_sweep(noise["table"], "rate", "noise rate"),
+        noise_png=noise_png,
+        imbalance_title=imbalance_title,
+        imbalance=_sweep(imbalance["table"], "ratio", "n_max / n_min"),
+        imbalance_png=imbalance_png,
+        detection=detection,
+        wrong_vs_right=_wrong_vs_right(results["wrong_vs_right"]),
     )
