@@ -56,7 +56,7 @@ def test_headline_cards_carry_their_bootstrap_intervals(inputs):
     assert f'<div class="ci">95% CI {100 * bal["low"]:.1f}–{100 * bal["high"]:.1f}%</div>' in headline
     assert f'<div class="ci">95% CI {f1["low"]:.3f}–{f1["high"]:.3f}</div>' in headline
     assert headline.count('<div class="ci">') == 3  # log loss and the sample count have none
-    assert "percentile bootstrap over the test samples" in headline
+    assert "BCa bootstrap over the test samples" in headline
 
 
 def test_calibration_before_and_after_temperature_scaling(inputs):

@@ -35,7 +35,7 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 def holdout_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str], *, seed: int,
                  n_boot: int = 1000) -> dict[str, Any]:
-    """classification_metrics plus a 95% percentile-bootstrap interval on each headline metric."""
+    """classification_metrics plus a 95% BCa bootstrap interval on each headline metric."""
     metrics = classification_metrics(y, proba, classes)
     pred = proba.argmax(1)
     ci = {}
