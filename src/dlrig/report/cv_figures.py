@@ -56,7 +56,8 @@ def _shared_legend(fig: Any, axes: Sequence[Axes]) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=len(handles))
+        # Three columns at most: one row of five entries overflows a figure of two panels.
+        fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=min(len(handles), 3))
 
 
 # ------------------------------------------------------------------------- score vs hyperparameters
