@@ -56,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{params.search.strategy} search over {sorted(params.search.space) or 'nothing'}")
     selection = select_config(params, train)
     summary = selection.summary
-    trials = selection.final.search.to_json()["trials"] if selection.final.search else []
+    search = selection.final.search.to_json() if selection.final.search else None
+    trials = search["trials"] if search else []
     analysis = analyze_search(trials, selection.space, params.search.metric)
     final = {"config": selection.final.config, "inner_score": round(selection.final.inner_score, 6),
              "candidate": selection.final.candidate, "candidates": selection.final.candidates,
-             "search": selection.final.search.to_json() if selection.final.search else None}
+             "search": search}
     save_json(f"{args.cvdir}/folds.json", selection.folds)
     save_json(f"{args.cvdir}/summary.json", {
         **summary,

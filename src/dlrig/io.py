@@ -136,10 +136,11 @@ def save_json(path: str | Path, obj: Any) -> None:
 
 def load_json(path: str | Path) -> Any:
     path = Path(path)
-    if not resolve(path).is_file():
+    current = resolve(path)  # inside an output set: this stage's own new content, if it wrote the file
+    if not current.is_file():
         raise UserError(f"{path}: file not found (run the stage that writes it first)")
     try:
-        return json.loads(resolve(path).read_text(encoding="utf-8"))
+        return json.loads(current.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
 

@@ -519,7 +519,7 @@ def format_validation_error(exc: ValidationError, source: str = "params.yaml") -
             continue
         if len(loc) >= 2 and loc[-2] in MODEL_FAMILIES and (loc[:1] == ["model"] or loc[-3:-2] == ["model"]):
             family = loc[-2]
-            loc = [p for i, p in enumerate(loc) if not (i == len(loc) - 2)]
+            del loc[-2]  # the union's tag (mlp, cnn) is not a key
             if err["type"] == "extra_forbidden":
                 lines.append(f"{source}: {'.'.join(loc)} is not a key of model.name={family} "
                              f"({family} keys: {', '.join(family_keys(family))})")

@@ -13,6 +13,7 @@ says ``failed`` and why, it is cached like any other, and the trial it belongs t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -42,6 +43,7 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+@functools.cache  # the sources are read once per process (every scorer and the cluster check use it)
 def code_fingerprint() -> str:
     """A hash of the dlrig sources and the numeric libraries' versions: an entry from other code is unused."""
     import sklearn
@@ -143,12 +145,20 @@ class TorchScorer:
         self._fp = _digest(code_fingerprint(), X, y, n_classes, device)
 
     def resolve(self, jobs: list[Job]) -> list[FitConfig]:
-        """The training config each job's fit receives: ``base`` with the job's overrides applied."""
-        return [self.base.with_overrides(c) for c, _, _, _ in jobs]
+        """The training config each job's fit receives: ``base`` with the job's overrides applied (validated
+        once per distinct overrides: a config's folds share it)."""
+        resolved: dict[str, FitConfig] = {}
+        for overrides, _, _, _ in jobs:
+            name = json.dumps(overrides, sort_keys=True, default=str)
+            if name not in resolved:
+                resolved[name] = self.base.with_overrides(overrides)
+        return [resolved[json.dumps(c, sort_keys=True, default=str)] for c, _, _, _ in jobs]
 
-    def jobs_key(self, kind: str, jobs: list[Job], extra: Any = None) -> str:
-        """Cache key of a list of jobs, from the resolved configs the fits receive (every training key)."""
-        configs = self.resolve(jobs)
+    def jobs_key(self, kind: str, jobs: list[Job], extra: Any = None,
+                 configs: list[FitConfig] | None = None) -> str:
+        """Cache key of a list of jobs, from the resolved configs the fits receive (every training key);
+        pass ``configs`` when they are already resolved."""
+        configs = configs if configs is not None else self.resolve(jobs)
         return _digest(
             self._fp, kind, extra,
             *[(cfg.model_dump(mode="json"), _digest(tr), _digest(te), s)
@@ -163,6 +173,7 @@ class TorchScorer:
         keep_history: bool = False,
         *,
         keep_failures: bool = False,
+        configs: list[FitConfig] | None = None,
     ) -> list[dict[str, Any]]:
         """Train each (config, train rows, eval rows, seed) job and score it on its eval rows.
 
@@ -178,7 +189,7 @@ class TorchScorer:
         # A missing device is this machine's problem, not a config's: refused before any fit could record
         # (and cache) it as a failed trial.
         resolve_device(self.device)
-        configs = self.resolve(jobs)
+        configs = configs if configs is not None else self.resolve(jobs)
         curves: list[dict[int, float] | None] = [None] * len(jobs)
         counter = self.progress.jobs([cfg.train.epochs for cfg in configs])  # None when no bar is shown
         if self.batched and pruner is None:
@@ -265,10 +276,11 @@ class TorchScorer:
     ) -> list[Trial]:
         jobs = [(c, tr, te, seed) for c in configs for tr, te in folds]
         extra = None if pruner is None else (pruner.kind, pruner.after, pruner.curves)
-        key = self.jobs_key("cv", jobs, extra)
+        resolved = self.resolve(jobs)
+        key = self.jobs_key("cv", jobs, extra, resolved)
         results = self.cache.get(key)
         if results is None:
-            results = self.fit_score(jobs, pruner, keep_failures=True)
+            results = self.fit_score(jobs, pruner, keep_failures=True, configs=resolved)
             self.cache.put(key, results)
         else:
             self.progress.fits(len(jobs))  # finished earlier: done at once
@@ -309,10 +321,11 @@ class TorchScorer:
         """Train on ``train``, score on ``test``; ``refit_info`` (if given) receives the fit's per-epoch
         ``history`` and ``best_epoch`` (the outer refits' learning curves in the report)."""
         jobs = [(config, train, test, seed)]
-        key = self.jobs_key("holdout", jobs, (keep_proba, "history"))
+        resolved = self.resolve(jobs)
+        key = self.jobs_key("holdout", jobs, (keep_proba, "history"), resolved)
         result = self.cache.get(key)
         if result is None:
-            result = self.fit_score(jobs, None, keep_proba=keep_proba, keep_history=True)[0]
+            result = self.fit_score(jobs, None, keep_proba=keep_proba, keep_history=True, configs=resolved)[0]
             self.cache.put(key, result)
         else:
             self.progress.fits(1)
