@@ -152,10 +152,80 @@ def test_a_key_of_another_model_family_names_the_family_s_keys():
     with pytest.raises(UserError) as err:
         parse_params({"model": {"name": "mlp", "channels": [8]}})
     assert str(err.value) == ("params.yaml: model.channels is not a key of model.name=mlp "
-                              "(mlp keys: name, activation, dropout, norm, init, hidden, depth)")
-    with pytest.raises(UserError, match=r"model.name must be one of \['cnn', 'mlp'\] \(got 'rnn'\)"):
-        parse_params({"model": {"name": "rnn"}})
+                              "(mlp keys: name, activation, dropout, norm, norm_momentum, norm_eps, init, "
+                              "residual, hidden, depth)")
+    with pytest.raises(UserError, match=r"model.name must be one of \['cnn', 'mlp', .*\] \(got 'gnn'\)"):
+        parse_params({"model": {"name": "gnn"}})
     with pytest.raises(UserError, match="search.space.model.kernel_size: model.kernel_size is not a key"):
         parse_params({"search": {"space": {"model.kernel_size": [3, 5]}}})
     cnn = parse_params({"model": {"name": "cnn"}, "search": {"space": {"model.kernel_size": [3, 5]}}})
     assert cnn.model.kernel_size == 3
+
+
+# ------------------------------------------------------------- transformer family and cnn geometry
+TF = {"name": "transformer"}
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({**TF, "d_model": 0}, "params.yaml: model.d_model must be >= 1 (got 0)"),
+        ({**TF, "heads": 3}, "params.yaml: model.heads must divide d_model (got heads 3, d_model 64)"),
+        ({**TF, "heads": 0}, "params.yaml: model.heads must be >= 1 (got 0)"),
+        ({**TF, "layers": 0}, "params.yaml: model.layers must be >= 1 (got 0)"),
+        ({**TF, "decoder_layers": -1}, "params.yaml: model.decoder_layers must be >= 0 (got -1)"),
+        ({**TF, "decoder_layers": 1}, "params.yaml: model.decoder_layers is for sequence-to-sequence tasks"),
+        ({**TF, "ff_size": 2.5}, "params.yaml: model.ff_size must be an integer (got 2.5)"),
+        ({**TF, "dropout": 1.0}, "params.yaml: model.dropout must be < 1 (got 1.0)"),
+        ({**TF, "attention_dropout": -0.1}, "params.yaml: model.attention_dropout must be >= 0 (got -0.1)"),
+        ({**TF, "norm_first": "yes"}, "params.yaml: model.norm_first must be true or false (got 'yes')"),
+        ({**TF, "positional": "rope"}, "params.yaml: model.positional must be one of 'learned', 'sinusoidal' or 'none' (got 'rope')"),
+        ({**TF, "pooling": "max"}, "params.yaml: model.pooling must be one of 'cls' or 'mean' (got 'max')"),
+        ({**TF, "tokens": "pixels"}, "params.yaml: model.tokens must be one of 'rows', 'patches' or 'embed' (got 'pixels')"),
+        ({**TF, "patch_size": 0}, "params.yaml: model.patch_size must be >= 1 (got 0)"),
+        ({**TF, "tokens": "embed"}, "params.yaml: model.vocab_size is required with tokens: embed"),
+        ({**TF, "tokens": "embed", "vocab_size": 0}, "params.yaml: model.vocab_size must be >= 1 (got 0)"),
+        ({**TF, "channels": [8]}, "params.yaml: model.channels is not a key of model.name=transformer (transformer keys: name,"),
+        ({"name": "cnn", "stride": 0}, "params.yaml: model.stride must be an integer >= 1 or a list of them, one per channels entry (got 0)"),
+        ({"name": "cnn", "stride": [1, 1.5], "padding": 1}, "params.yaml: model.stride must be an integer >= 1 or a list of them, one per channels entry (got [1, 1.5])"),
+        ({"name": "cnn", "stride": [1, 1, 2], "padding": 1}, "params.yaml: model.stride must be one value or one per channels entry (got 3 strides for 2 channels)"),
+        ({"name": "cnn", "stride": 2}, "params.yaml: model.padding 'same' needs stride 1"),
+        ({"name": "cnn", "padding": -1}, "params.yaml: model.padding must be 'same' or an integer >= 0 (got -1)"),
+        ({"name": "cnn", "padding": "valid"}, "params.yaml: model.padding must be 'same' or an integer >= 0 (got 'valid')"),
+        ({"name": "cnn", "padding": True}, "params.yaml: model.padding must be 'same' or an integer >= 0 (got True)"),
+        ({"name": "cnn", "pooling": "cls"}, "params.yaml: model.pooling must be one of 'max', 'avg' or 'none' (got 'cls')"),
+        ({"name": "cnn", "pool_size": 1}, "params.yaml: model.pool_size must be >= 2 (got 1)"),
+    ],
+)
+def test_bad_transformer_and_cnn_geometry_keys_give_one_line(model, message):
+    with pytest.raises(UserError) as err:
+        parse_params({"model": model})
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_embed_tokens_need_standardize_none():
+    raw = {"model": {**TF, "tokens": "embed", "vocab_size": 59}}
+    with pytest.raises(UserError, match=r"^params.yaml: train.standardize must be none with model.tokens: embed"):
+        parse_params(raw)
+    assert parse_params({**raw, "train": {"standardize": "none"}}).model.vocab_size == 59
+
+
+def test_transformer_keys_are_searchable():
+    params = parse_params({"model": TF, "search": {"space": {
+        "model.heads": [1, 2, 4], "model.d_model": [32, 64], "model.attention_dropout": {"low": 0.0, "high": 0.3},
+        "model.positional": ["learned", "sinusoidal", "none"], "model.pooling": ["cls", "mean"]}}})
+    cfg = params.fit_config().with_overrides({"model.heads": 2, "model.pooling": "cls"})
+    assert (cfg.model.heads, cfg.model.pooling) == (2, "cls")
+    with pytest.raises(UserError, match=r"^params.yaml: search.space.model.heads: model.heads must divide d_model"):
+        parse_params({"model": TF, "search": {"space": {"model.heads": [2, 3]}}})
+    with pytest.raises(UserError, match="search.space.model.decoder_layers: .*sequence-to-sequence"):
+        parse_params({"model": TF, "search": {"space": {"model.decoder_layers": [0, 1]}}})
+    with pytest.raises(UserError, match="search.space.model.heads: model.heads is not a key"):
+        parse_params({"search": {"space": {"model.heads": [2]}}})  # the mlp has no heads
+
+
+def test_a_search_may_switch_to_the_transformer_family():
+    params = parse_params({"search": {"space": {"model.name": ["mlp", "transformer"]}}})
+    cfg = params.fit_config().with_overrides({"model.name": "transformer", "model.heads": 2})
+    assert (cfg.model.name, cfg.model.heads, cfg.model.dropout) == ("transformer", 2, params.model.dropout)

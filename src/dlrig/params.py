@@ -12,6 +12,7 @@ values) it needs, never the YAML file.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -102,13 +103,35 @@ class MnistParams(Section):
     use_official_test: Bool = True  # the t10k files are the test split (split.test_size is then unused)
 
 
+class AddingParams(Section):
+    """The adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015) as a two-class task."""
+
+    n_samples: PosInt = 2000
+    length: Annotated[int, Strict(), Field(ge=2)] = 50  # T time steps; one marker in each half
+
+
+class ModularParams(Section):
+    """data.source modular: every pair (a, b) in 0..p-1 with the label (a op b) mod p (the grokking task)."""
+
+    p: Annotated[int, Strict(), Field(ge=2, le=1000)] = 59  # p * p rows and p classes
+    op: Literal["add", "sub", "mul", "div"] = "add"  # div: a * b^-1 mod p over b != 0 (needs a prime p)
+
+    @model_validator(mode="after")
+    def _prime_for_div(self) -> ModularParams:
+        if self.op == "div" and any(self.p % k == 0 for k in range(2, int(self.p**0.5) + 1)):
+            raise ValueError(f"p must be prime for op div (got {self.p}: b has no inverse mod p)")
+        return self
+
+
 class DataParams(Section):
-    source: Literal["digits", "csv", "imagefolder", "mnist", "synthetic"] = "digits"
+    source: Literal["digits", "csv", "imagefolder", "mnist", "synthetic", "adding", "modular"] = "digits"
     path: str = "data/raw/input"
     csv: CsvParams = Field(default_factory=CsvParams)
     image: ImageParams = Field(default_factory=ImageParams)
     mnist: MnistParams = Field(default_factory=MnistParams)
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    adding: AddingParams = Field(default_factory=AddingParams)
+    modular: ModularParams = Field(default_factory=ModularParams)
 
 
 # ----------------------------------------------------------------------------------------- validate
@@ -143,7 +166,8 @@ class SplitParams(Section):
 # module in ``dlrig.models`` + its class here + its tests.
 Activation = Literal["relu", "gelu", "tanh", "leaky_relu", "elu", "silu", "sigmoid"]
 Init = Literal[
-    "default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal"
+    "default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal",
+    "normal",  # N(0, 1) weights whatever the width: the textbook way to make gradients explode
 ]
 
 
@@ -154,7 +178,19 @@ class ModelBase(Section):
     activation: Activation = "relu"
     dropout: Fraction = 0.1
     norm: Literal["none", "batch", "layer"] = "none"
+    norm_momentum: Annotated[float, Field(gt=0, le=1)] = 0.1  # batch norm running-stat update (torch's)
+    norm_eps: PosFloat = 1e-5  # added to the variance by batch and layer norm (torch's default)
     init: Init = "default"
+    # mlp only: x + block(x) around every hidden block after the first (same width in and out). A key of
+    # every family, so a params.yaml that spells it out still switches family with -S model.name=...
+    residual: Bool = False
+
+    @model_validator(mode="after")
+    def _residual_is_mlp_only(self) -> ModelBase:
+        if self.residual and self.name != "mlp":
+            raise ValueError(f"residual is for model.name=mlp only (the {self.name} family has no such "
+                             "option)")
+        return self
 
 
 class MlpParams(ModelBase):
@@ -169,21 +205,108 @@ class CnnParams(ModelBase):
     depth: PosInt = 2  # dense layers after the conv blocks, the output layer included
     channels: list[PosInt] = Field(default_factory=lambda: [16, 32], min_length=1)
     kernel_size: PosInt = 3
+    # Geometry (defaults = the original CNN: stride 1, 'same' padding, 2x2 max-pool after each block while
+    # the map is at least 2 * pool_size wide). stride: one value for every conv, or one per channels entry.
+    # stride and padding take two kinds of value; they are checked in _odd_kernel (one readable line each,
+    # where a typed union would report one error per branch).
+    stride: Any = 1  # an integer >= 1, or a list of them, one per channels entry
+    padding: Any = "same"  # 'same' (kernel_size // 2, stride 1 only) or an integer >= 0
+    pooling: Literal["max", "avg", "none"] = "max"
+    pool_size: Annotated[int, Strict(), Field(ge=2)] = 2
 
     @model_validator(mode="after")
     def _odd_kernel(self) -> CnnParams:
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (got {self.kernel_size})")
+        strides = self.stride if isinstance(self.stride, list) else [self.stride]
+        if not strides or not all(type(v) is int and v >= 1 for v in strides):
+            raise ValueError(f"stride must be an integer >= 1 or a list of them, one per channels entry "
+                             f"(got {self.stride!r})")
+        if isinstance(self.stride, list) and len(self.stride) != len(self.channels):
+            raise ValueError(f"stride must be one value or one per channels entry "
+                             f"(got {len(self.stride)} strides for {len(self.channels)} channels)")
+        if self.padding != "same" and not (type(self.padding) is int and self.padding >= 0):
+            raise ValueError(f"padding must be 'same' or an integer >= 0 (got {self.padding!r})")
+        if self.padding == "same" and max(strides) > 1:
+            raise ValueError(f"padding 'same' needs stride 1 (torch refuses it with strides; got stride "
+                             f"{self.stride}): give padding as an integer, e.g. {self.kernel_size // 2}")
         return self
 
 
-MODEL_FAMILIES: dict[str, type[ModelBase]] = {"mlp": MlpParams, "cnn": CnnParams}
-ModelParams = Annotated[MlpParams | CnnParams, Field(discriminator="name")]
+class TransformerParams(ModelBase):
+    """A transformer encoder over tokens cut from each sample, pooled into one vector for the classifier."""
+
+    name: Literal["transformer"] = "transformer"
+    d_model: PosInt = 64  # width of every token inside the encoder
+    heads: PosInt = 4  # attention heads; each sees d_model / heads dimensions
+    layers: PosInt = 2  # encoder layers
+    decoder_layers: Annotated[int, Strict(), Field(ge=0)] = 0  # > 0 only for dlrig.models.seq2seq
+    ff_size: PosInt = 128  # hidden width of each layer's feed-forward block
+    attention_dropout: Fraction = 0.1  # on the attention weights (dropout: on the residual/feed-forward)
+    norm_first: Bool = True  # pre-norm (LayerNorm before attention): trains stably without warm-up
+    positional: Literal["learned", "sinusoidal", "none"] = "learned"
+    pooling: Literal["cls", "mean"] = "mean"  # a class token's output, or the mean over tokens
+    tokens: Literal["rows", "patches", "embed"] = "rows"  # how a sample becomes tokens (models/transformer)
+    patch_size: PosInt = 4  # tokens: patches, non-overlapping p x p patches
+    vocab_size: PosInt | None = None  # tokens: embed, integer codes 0 .. vocab_size-1
+    # Like the cnn's: a dense head after the read-out, so the mlp's hidden/depth in params.yaml carry over
+    # when `-S model.name=...` switches family. depth counts the output layer: 1 = read-out -> output.
+    hidden: PosInt = 128  # width of the head's hidden layers (used when depth > 1)
+    depth: PosInt = 1  # dense layers after the read-out, the output layer included
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerParams:
+        if self.d_model % self.heads:
+            raise ValueError(f"heads must divide d_model (got heads {self.heads}, d_model {self.d_model})")
+        if self.tokens == "embed" and self.vocab_size is None:
+            raise ValueError("vocab_size is required with tokens: embed (the number of integer codes)")
+        return self
+
+
+class RnnParams(ModelBase):
+    """A recurrent net reading each sample as a sequence (:mod:`dlrig.models.rnn`)."""
+
+    name: Literal["rnn"] = "rnn"
+    activation: Activation = "tanh"  # cell rnn: its nonlinearity (tanh | relu); lstm/gru gates are fixed
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    hidden_size: PosInt = 64
+    layers: PosInt = 1
+    bidirectional: Bool = False
+    sequence: Literal["rows", "pixels"] = "rows"
+    readout: Literal["last", "mean"] = "last"
+    # Like the cnn's: a dense head after the read-out, so the mlp's hidden/depth in params.yaml carry over
+    # when `-S model.name=...` switches family. depth counts the output layer: 1 = read-out -> output.
+    hidden: PosInt = 128  # width of the head's hidden layers (used when depth > 1)
+    depth: PosInt = 1  # dense layers after the read-out, the output layer included
+
+    @model_validator(mode="after")
+    def _rnn_nonlinearity(self) -> RnnParams:
+        if self.cell == "rnn" and self.activation not in {"tanh", "relu"}:
+            raise ValueError(f"activation must be 'tanh' or 'relu' with cell=rnn (torch.nn.RNN's "
+                             f"nonlinearity; got {self.activation!r})")
+        return self
+
+
+MODEL_FAMILIES: dict[str, type[ModelBase]] = {
+    "mlp": MlpParams, "cnn": CnnParams, "transformer": TransformerParams, "rnn": RnnParams,
+}
+ModelParams = Annotated[MlpParams | CnnParams | TransformerParams | RnnParams, Field(discriminator="name")]
 
 
 def family_keys(name: str) -> list[str]:
     """The keys of one family, ``name`` first (for error messages and the docs)."""
     return ["name", *(k for k in MODEL_FAMILIES[name].model_fields if k != "name")]
+
+
+def _classifier_checks(model: ModelBase, train: Any) -> None:
+    """What the classification pipeline cannot do with a valid model section (FitConfig and Params)."""
+    if getattr(model, "decoder_layers", 0):
+        raise ValueError(f"model.decoder_layers is for sequence-to-sequence tasks (dlrig.models.seq2seq); "
+                         f"the pipeline classifies, one label per sample: set it to 0 "
+                         f"(got {model.decoder_layers})")
+    if getattr(model, "tokens", None) == "embed" and train.standardize != "none":
+        raise ValueError(f"train.standardize must be none with model.tokens: embed (the embedding looks up "
+                         f"integer codes; standardising would shift them; got {train.standardize!r})")
 
 
 def _default_family(value: Any) -> Any:
@@ -203,14 +326,24 @@ class OptimParams(Section):
     nesterov: Bool = False
     beta1: Fraction = 0.9
     beta2: Fraction = 0.999
-    eps: PosFloat = 1e-8
+    eps: PosFloat = 1e-8  # every optimizer but sgd (adam, adamw, nadam, rmsprop, adagrad, adadelta)
     alpha: Fraction = 0.99
     rho: Fraction = 0.9
+    # Each optimizer's remaining knobs, torch's defaults (unused by the other optimizers):
+    dampening: Annotated[float, Field(ge=0, le=1)] = 0.0  # sgd: share of each gradient kept out of momentum
+    amsgrad: Bool = False  # adam, adamw: divide by the running max of the second moment
+    centered: Bool = False  # rmsprop: divide by the variance, not the raw second moment
+    lr_decay: Annotated[float, Field(ge=0)] = 0.0  # adagrad: lr / (1 + (step - 1) * lr_decay)
+    initial_accumulator_value: Annotated[float, Field(ge=0)] = 0.0  # adagrad: starting sum of squares
+    momentum_decay: Annotated[float, Field(ge=0)] = 4e-3  # nadam: psi of its momentum schedule
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimParams:
         if self.name == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0 with name=sgd (got momentum 0)")
+        if self.name == "sgd" and self.nesterov and self.dampening > 0:
+            raise ValueError(f"nesterov needs dampening 0 with name=sgd (torch refuses it; got dampening "
+                             f"{self.dampening})")
         return self
 
 
@@ -239,6 +372,59 @@ class LossParams(Section):
     tau: Annotated[float, Field(ge=0)] = 1.0
 
 
+class TransferParams(Section):
+    """Start from a dlrig checkpoint's body (:mod:`dlrig.train.transfer`); ``mode: scratch`` ignores it.
+
+    The weights' *content* is part of every fit-cache key (``dlrig.select.scorers`` hashes the file), not
+    only this path."""
+
+    pretrained: str | None = None  # a dlrig checkpoint (stages/studies/pretrain.py writes one)
+    mode: Literal["scratch", "linear_probe", "finetune", "finetune_top", "gradual"] = "scratch"
+    body_lr_scale: Annotated[float, Field(gt=0, le=1)] = 0.1  # body lr = optim.lr x this (head: optim.lr)
+    unfreeze: PosInt = 1  # finetune_top: the last k body blocks train (with the head)
+    unfreeze_every: PosInt = 5  # gradual: epochs between unfreezing one more block, top down
+    head: Literal["new", "keep"] = "new"  # keep: the checkpoint's head (same classes only)
+    scaler: Literal["source", "refit"] = "source"  # Standardize: the checkpoint's, or fitted on these rows
+
+    @model_validator(mode="after")
+    def _needs_checkpoint(self) -> TransferParams:
+        if self.mode != "scratch" and not self.pretrained:
+            raise ValueError(f"mode {self.mode} needs pretrained: a checkpoint path (or mode: scratch)")
+        return self
+
+
+class AugmentParams(Section):
+    """Image augmentation of the gradient rows, per batch inside fit() (``dlrig.train.augment``), on the raw
+    pixels before the model's Standardize layer. Every key at its default = off. Image data only."""
+
+    rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # degrees: each image turns by U(-r, r)
+    translate: Annotated[float, Field(ge=0, lt=1)] = 0.0  # shift of up to this fraction of width / height
+    scale: list[PosFloat] = Field(default_factory=lambda: [1.0, 1.0], min_length=2, max_length=2)  # zoom
+    erasing: Annotated[float, Field(ge=0, le=1)] = 0.0  # probability of erasing one rectangle (value 0)
+    noise_std: Annotated[float, Field(ge=0)] = 0.0  # gaussian noise, in the data's own pixel units
+    hflip: Bool = False  # off for digits: a mirrored 2 is not a 2
+    vflip: Bool = False
+
+    @model_validator(mode="after")
+    def _scale_ordered(self) -> AugmentParams:
+        if self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale must be [low, high] with low <= high (got {self.scale})")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return (self.rotation > 0 or self.translate > 0 or self.scale != [1.0, 1.0] or self.erasing > 0
+                or self.noise_std > 0 or self.hflip or self.vflip)
+
+
+class DistillParams(Section):
+    """Knowledge distillation (Hinton et al. 2015) from a saved dlrig checkpoint (``dlrig.train.distill``)."""
+
+    teacher: Annotated[str, Field(min_length=1)] | None = None  # a checkpoint path; null = off
+    temperature: PosFloat = 4.0  # softens both distributions; the loss carries T^2
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5  # weight of the teacher term (1 - alpha: the labels)
+
+
 class TrainParams(Section):
     epochs: PosInt = 60
     batch_size: PosInt = 64
@@ -251,12 +437,31 @@ class TrainParams(Section):
     resample: Literal["none", "oversample", "undersample"] = "none"
     noise_filter: Literal["none", "drop"] = "none"
     noise_filter_folds: Annotated[int, Strict(), Field(ge=2)] = 3
+    shuffle: Literal["epoch", "once", "none"] = "epoch"  # new order every epoch | one reused | as given
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0  # Beta(a, a) mixing weight; 0 = off
+    cutmix_alpha: Annotated[float, Field(ge=0)] = 0.0  # images only; 0 = off
+    distill: DistillParams = Field(default_factory=DistillParams)
+    transfer: TransferParams = Field(default_factory=TransferParams)
 
     @model_validator(mode="after")
     def _smoothing_needs_ce(self) -> TrainParams:
         if self.label_smoothing > 0 and self.loss.name not in {"ce", "logit_adjusted"}:
             raise ValueError(f"label_smoothing applies to loss ce or logit_adjusted (loss.name is "
                              f"{self.loss.name!r}); set it to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _mixing_and_distill(self) -> TrainParams:
+        mixing = self.mixup_alpha > 0 or self.cutmix_alpha > 0
+        if mixing and (self.loss.name != "ce" or self.class_weight != "none"):
+            raise ValueError(f"mixup_alpha / cutmix_alpha train on soft targets, which only loss ce without "
+                             f"class weights takes (got loss.name {self.loss.name!r}, class_weight "
+                             f"{self.class_weight!r}); set them to 0")
+        if self.distill.teacher is not None and (mixing or self.augment.active):
+            raise ValueError("distill.teacher: the teacher's logits are computed once on the un-augmented "
+                             "rows, so distillation takes no augment, mixup_alpha or cutmix_alpha (turn "
+                             "them off)")
         return self
 
     @property
@@ -321,6 +526,8 @@ class SearchParams(Section):
     prune_after: PosInt = 5
     space: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict)
     storage: str | None = None  # bayes: null = in memory; a journal file path or an RDB URL (sqlite:///x.db)
+    # Wall-clock minutes per search (null: no limit); the trials reached are recorded, to be reproduced.
+    budget_minutes: PosFloat | None = None
 
     @model_validator(mode="after")
     def _nonempty_lists(self) -> SearchParams:
@@ -329,6 +536,10 @@ class SearchParams(Section):
         for key, spec in self.space.items():
             if isinstance(spec, list) and not spec:
                 raise ValueError(f"space.{key} must list at least one value")
+        if self.budget_minutes is not None and self.strategy == "grid":
+            raise ValueError("budget_minutes applies to random, bayes and coordinate searches (a grid cut "
+                             "short covers only its first points in product order); use strategy random "
+                             "or budget_minutes null")
         return self
 
 
@@ -341,6 +552,11 @@ class FitConfig(Section):
     train: TrainParams = Field(default_factory=TrainParams)
 
     _model_name = field_validator("model", mode="before")(_default_family)
+
+    @model_validator(mode="after")
+    def _classifier(self) -> FitConfig:
+        _classifier_checks(self.model, self.train)
+        return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> FitConfig:
         """A validated copy with dotted keys replaced, e.g. ``{"optim.lr": 0.01, "model.hidden": 64}``."""
@@ -359,7 +575,14 @@ class FitConfig(Section):
             # Another family: keep the keys it shares with this one (activation, dropout, hidden, ...) and
             # the ones named in the overrides; drop the rest (an mlp has no channels), defaults fill in.
             named = {k.split(".", 1)[1] for k in overrides if k.startswith("model.")}
-            allowed = set(MODEL_FAMILIES[family].model_fields) | named
+            # A key both families have but with another meaning (cnn pooling max|avg vs transformer
+            # cls|mean) is not shared: only keys declared alike carry over.
+            new, old = MODEL_FAMILIES[family].model_fields, MODEL_FAMILIES[self.model.name].model_fields
+            def declared(field: Any) -> tuple:
+                return field.annotation, repr(field.metadata)
+
+            allowed = {k for k in new if k in old and k != "name" and declared(new[k]) == declared(old[k])}
+            allowed |= named | {"name"}
             raw["model"] = {k: v for k, v in raw["model"].items() if k in allowed}
         try:
             return FitConfig.model_validate(raw)
@@ -369,7 +592,9 @@ class FitConfig(Section):
 
 # ------------------------------------------------------------------------------------------ compare
 class BaselineParams(Section):
-    estimator: Literal["logistic_regression", "svm_rbf", "knn", "random_forest", "dlrig"]
+    # pca_logreg / hog_logreg / pretrained_logreg: fixed features + logistic regression (evaluate/features.py)
+    estimator: Literal["logistic_regression", "svm_rbf", "knn", "random_forest", "dlrig",
+                       "pca_logreg", "hog_logreg", "pretrained_logreg"]
     params: dict[str, Any] = Field(default_factory=dict)  # scikit-learn keyword arguments
     overrides: dict[str, Any] = Field(default_factory=dict)  # dlrig: dotted keys over the tuned config
 
@@ -400,8 +625,189 @@ class LabelsStudyParams(Section):
     folds: Annotated[int, Strict(), Field(ge=2)] = 5
 
 
+class TransferStudyParams(Section):
+    """studies.transfer: pretrain on some classes, transfer to the others (dlrig.studies.transfer)."""
+
+    source_classes: list[Int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
+    source_overrides: dict[str, Any] = Field(default_factory=dict)  # dotted keys over the pipeline config
+    target_overrides: dict[str, Any] = Field(default_factory=dict)  # the same, for every target fit
+    samples_per_class: list[PosInt | Literal["all"]] = Field(
+        default_factory=lambda: [5, 10, 20, 50, "all"], min_length=1)
+    seeds: Annotated[int, Strict(), Field(ge=1)] = 3
+    modes: list[Literal["scratch", "linear_probe", "finetune", "finetune_top", "gradual"]] = Field(
+        default_factory=lambda: ["scratch", "linear_probe", "finetune", "finetune_top", "gradual"],
+        min_length=1)
+    extractors: list[Literal["pretrained", "pca", "hog"]] = Field(
+        default_factory=lambda: ["pretrained", "pca", "hog"])
+    min_steps: PosInt = 200  # a target fit takes at least this many optimizer steps (few rows: more epochs)
+    pca_components: PosInt = 20
+    hog_cell: PosInt = 2
+    hog_bins: Annotated[int, Strict(), Field(ge=2)] = 9
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.01  # scratch within this of transfer = caught up
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TransferStudyParams:
+        if len(set(self.source_classes)) != len(self.source_classes):
+            raise ValueError(f"source_classes must not repeat a class (got {self.source_classes})")
+        if "scratch" not in self.modes:
+            raise ValueError("modes must include scratch (every other mode is measured against it)")
+        return self
+
+
+class LrRangeStudyParams(Section):
+    start_lr: PosFloat = 1e-6
+    end_lr: PosFloat = 10.0
+    steps: Annotated[int, Strict(), Field(ge=20)] = 200  # fastai's suggestions skip the first 10% and last 5
+    beta: Fraction = 0.9  # loss smoothing
+    diverge: Annotated[float, Field(gt=1)] = 4.0  # stop when the smoothed loss exceeds this x its minimum
+    seeds: Annotated[int, Strict(), Field(ge=3)] = 5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LrRangeStudyParams:
+        if self.start_lr >= self.end_lr:
+            raise ValueError(f"start_lr must be < end_lr (got {self.start_lr:g} >= {self.end_lr:g})")
+        return self
+
+
+class GrokkingStudyParams(Section):
+    """studies.grokking: modular arithmetic learned long after it is memorised (dlrig.studies.grokking)."""
+
+    modular: ModularParams = Field(default_factory=ModularParams)
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    embed_dim: PosInt = 32
+    hidden: PosInt = 128
+    lr: PosFloat = 3e-3
+    weight_decay: PosFloat = 1.0
+    control_weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    steps: Annotated[int, Strict(), Field(ge=10)] = 3000
+    evals: Annotated[int, Strict(), Field(ge=5, le=1000)] = 40
+    seeds: PosInt = 3
+    train_threshold: Annotated[float, Field(gt=0, le=1)] = 0.99
+    test_threshold: Annotated[float, Field(gt=0, le=1)] = 0.95
+
+    @model_validator(mode="after")
+    def _control_differs(self) -> GrokkingStudyParams:
+        if self.control_weight_decay >= self.weight_decay:
+            raise ValueError(
+                f"control_weight_decay must be < weight_decay (got {self.control_weight_decay:g} >= "
+                f"{self.weight_decay:g}): the control is the run without the decay"
+            )
+        return self
+
+
+GradientRemedy = Literal["batch_norm", "layer_norm", "residual", "grad_clip"]
+
+
+class GradientsStudyParams(Section):
+    """studies.gradients: per-layer gradient norms of deep narrow MLPs (dlrig.studies.gradients)."""
+
+    depths: list[PosInt] = Field(default_factory=lambda: [5, 10, 20, 30], min_length=1)
+    activations: list[Activation] = Field(default_factory=lambda: ["sigmoid", "tanh", "relu"], min_length=1)
+    inits: list[Init] = Field(
+        default_factory=lambda: ["default", "xavier_normal", "kaiming_normal", "normal"], min_length=1
+    )
+    width: PosInt = 32
+    steps: PosInt = 300
+    batch_size: PosInt = 64
+    lr: PosFloat = 1e-3
+    seeds: PosInt = 3
+    remedies: list[GradientRemedy] = Field(
+        default_factory=lambda: ["batch_norm", "layer_norm", "residual", "grad_clip"]
+    )
+    remedy_depth: PosInt = 30
+    remedy_activation: Activation = "sigmoid"
+    grad_clip: PosFloat = 1.0
+
+
+class AugmentationStudyParams(Section):
+    """dlrig.studies.augmentation: clean test accuracy vs training rows per class, with and without
+    augmentation and with mixup."""
+
+    per_class: list[Any] = Field(default_factory=lambda: [10, 25, 50, "all"], min_length=1)  # ints, "all"
+    seeds: PosInt = 3
+    epochs: PosInt = 30
+    min_steps: PosInt = 300
+    augment: AugmentParams = Field(default_factory=lambda: AugmentParams(rotation=8.0, scale=[0.9, 1.1]))
+    mixup_alpha: PosFloat = 0.2
+
+    @model_validator(mode="after")
+    def _sizes(self) -> AugmentationStudyParams:
+        for v in self.per_class:
+            if v != "all" and not (type(v) is int and v >= 1):
+                raise ValueError(f"per_class entries must be integers >= 1 or 'all' (got {v!r})")
+        return self
+
+
+class DistillationStudyParams(Section):
+    """dlrig.studies.distillation: a small student from labels vs distilled from a larger teacher, on the
+    same k folds of the training split, judged by the corrected resampled t-test."""
+
+    folds: Annotated[int, Strict(), Field(ge=2)] = 5
+    epochs: PosInt = 60
+    teacher: dict[str, Any] = Field(default_factory=lambda: {"model.name": "cnn"})
+    student: dict[str, Any] = Field(default_factory=lambda: {"model.hidden": 16, "model.depth": 1,
+                                                             "optim.lr": 0.01})
+    temperature: PosFloat = 4.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+    test_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+
+
+class DoubleDescentStudyParams(Section):
+    """studies.double_descent: test error vs width of a one-hidden-layer MLP on a noisy training subset,
+    trained to interpolation without early stopping (dlrig.studies.double_descent)."""
+
+    subset: Annotated[int, Strict(), Field(ge=20)] = 1000  # stratified training rows per seed
+    noise: Fraction = 0.2  # symmetric label noise on the subset (the control curve uses 0)
+    widths: list[PosInt] = Field(
+        default_factory=lambda: [1, 2, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512, 1024], min_length=3)
+    epochs: PosInt = 300
+    lr: PosFloat = 0.01
+    optimizer: Literal["adam", "sgd"] = "adam"
+    batch_size: PosInt | None = None  # null = full batch
+    seeds: Annotated[int, Strict(), Field(ge=3)] = 3
+    interpolation_error: Annotated[float, Field(ge=0, lt=1)] = 0.01  # train error below this = interpolates
+    epoch_width: PosInt | None = 256  # the width whose errors are also traced per epoch (null: none)
+    eval_every: PosInt = 5  # epochs between two points of that trace
+
+    @model_validator(mode="after")
+    def _increasing(self) -> DoubleDescentStudyParams:
+        if any(b <= a for a, b in pairwise(self.widths)):
+            raise ValueError(f"widths must be strictly increasing (got {self.widths})")
+        return self
+
+
+class OverparamStudyParams(Section):
+    """studies.overparam: under-, well- and over-parameterised MLPs on digits, small vs large batch, with
+    the sharpness of the minimum each one reaches (dlrig.studies.overparam)."""
+
+    widths: list[PosInt] = Field(default_factory=lambda: [4, 64, 1024], min_length=2)
+    batch_sizes: list[PosInt] = Field(default_factory=lambda: [16, 512], min_length=2)
+    epochs: PosInt = 30
+    min_steps: PosInt = 600  # a fit takes at least this many optimizer steps (large batches: more epochs)
+    lr: PosFloat = 1e-3
+    seeds: Annotated[int, Strict(), Field(ge=3)] = 3
+    rho: Annotated[float, Field(gt=0, le=1)] = 0.05  # perturbation size relative to each filter's norm
+    directions: Annotated[int, Strict(), Field(ge=10)] = 20
+
+    @model_validator(mode="after")
+    def _increasing(self) -> OverparamStudyParams:
+        for key in ("widths", "batch_sizes"):
+            values = getattr(self, key)
+            if any(b <= a for a, b in pairwise(values)):
+                raise ValueError(f"{key} must be strictly increasing (got {values})")
+        return self
+
+
 class StudiesParams(Section):
     labels: LabelsStudyParams = Field(default_factory=LabelsStudyParams)
+    augmentation: AugmentationStudyParams = Field(default_factory=AugmentationStudyParams)
+    distillation: DistillationStudyParams = Field(default_factory=DistillationStudyParams)
+    grokking: GrokkingStudyParams = Field(default_factory=GrokkingStudyParams)
+    gradients: GradientsStudyParams = Field(default_factory=GradientsStudyParams)
+    lr_range: LrRangeStudyParams = Field(default_factory=LrRangeStudyParams)
+    transfer: TransferStudyParams = Field(default_factory=TransferStudyParams)
+    double_descent: DoubleDescentStudyParams = Field(default_factory=DoubleDescentStudyParams)
+    overparam: OverparamStudyParams = Field(default_factory=OverparamStudyParams)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -433,6 +839,11 @@ class Params(Section):
 
     def fit_config(self) -> FitConfig:
         return FitConfig(model=self.model, optim=self.optim, schedule=self.schedule, train=self.train)
+
+    @model_validator(mode="after")
+    def _classifier(self) -> Params:  # before _search_keys_exist, which builds a FitConfig from these
+        _classifier_checks(self.model, self.train)
+        return self
 
     @model_validator(mode="after")
     def _search_keys_exist(self) -> Params:

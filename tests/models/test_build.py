@@ -1,11 +1,16 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from torch import nn
 
 from dlrig.errors import UserError
 from dlrig.models import build_model, count_parameters
-from dlrig.params import MODEL_FAMILIES, CnnParams, MlpParams
+from dlrig.params import MODEL_FAMILIES, CnnParams, FitConfig, MlpParams, parse_params
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
@@ -59,7 +64,7 @@ def test_standardize_layer_uses_its_buffers():
 def test_every_params_family_has_a_builder():
     from dlrig.models import FAMILIES
 
-    assert set(FAMILIES) == set(MODEL_FAMILIES) == {"mlp", "cnn"}
+    assert set(FAMILIES) == set(MODEL_FAMILIES) and {"mlp", "cnn", "transformer"} <= set(FAMILIES)
 
 
 def test_switching_family_keeps_the_shared_keys():
@@ -72,3 +77,27 @@ def test_switching_family_keeps_the_shared_keys():
     assert back.model == mlp.model
     assert count_parameters(build_model(cnn.model, [1, 8, 8], 10)) != count_parameters(
         build_model(mlp.model, [1, 8, 8], 10))
+
+
+@pytest.mark.parametrize("family", ["cnn", "rnn", "transformer"])
+def test_dash_s_model_name_alone_switches_the_committed_params(family):
+    """`dvc exp run -S model.name=<family>` edits only the name: the mlp's hidden/depth in params.yaml
+    must mean something to every family (the dense head after the body) instead of being refused."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"]["name"] = family
+    params = parse_params(raw)
+    model = build_model(params.model, [1, 8, 8], 10)
+    linears = [m for m in model.modules()
+               if isinstance(m, nn.Linear) and m.out_features in (10, params.model.hidden)]
+    assert params.model.hidden == raw["model"]["hidden"] and params.model.depth == raw["model"]["depth"]
+    assert linears[-1].out_features == 10 and linears[-2].out_features == params.model.hidden  # the head
+
+
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_depth_adds_dense_head_layers_to_sequence_families(family):
+    counts = []
+    for depth in (1, 2, 3):
+        cfg = FitConfig().with_overrides({"model.name": family, "model.depth": depth, "model.hidden": 24})
+        model = build_model(cfg.model, [1, 8, 8], 10)
+        counts.append(sum(isinstance(m, nn.Linear) and m.out_features == 24 for m in model.modules()))
+    assert counts == [0, 1, 2]

@@ -195,7 +195,8 @@ def evaluate_setup(tmp: Path, weights_of: dict, config_says: dict, shape=(6,)) -
          "the checkpoint holds layer '3.weight', which its config (model.name=mlp, model.hidden=256, "
          "model.depth=2) does not build (4 such tensor(s))"),
         ({"model.name": "mlp"}, {"model.name": "cnn", "model.channels": [4]}, (1, 4, 4),
-         "layer '1.weight' of its config (model.name=cnn, model.hidden=256, model.depth=2, model.channels=[4], model.kernel_size=3) "
+         "layer '1.weight' of its config (model.name=cnn, model.hidden=256, model.depth=2, model.channels=[4], "
+         "model.kernel_size=3, model.stride=1, model.padding=same, model.pooling=max, model.pool_size=2) "
          "is missing from the checkpoint, which holds '2.weight' instead"),
     ],
 )

@@ -154,7 +154,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     ("params", "expected"),
     [
         ({"optim": {"lr": -1}}, "error: params.yaml: optim.lr must be > 0 (got -1)"),
-        ({"model": {"hiden": 3}}, "error: params.yaml: model.hiden is not a key of model.name=mlp (mlp keys: name, activation, dropout, norm, init, hidden, depth)"),
+        ({"model": {"hiden": 3}}, "error: params.yaml: model.hiden is not a key of model.name=mlp (mlp keys: name, activation, dropout, norm, norm_momentum, norm_eps, init, residual, hidden, depth)"),
         ({"train": {"batch_size": "big"}}, "error: params.yaml: train.batch_size must be an integer (got 'big')"),
     ],
 )

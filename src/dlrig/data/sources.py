@@ -1,7 +1,8 @@
 """Where data comes from: ``params.data.source`` names one loader; each returns a :class:`Dataset`.
 
 Nothing here downloads anything. ``digits`` ships with scikit-learn; ``csv``, ``imagefolder`` and ``mnist``
-read files the user has already placed at ``data.path``; ``synthetic`` is generated from ``seed``.
+read files the user has already placed at ``data.path``; ``synthetic`` is generated from ``seed``;
+``modular`` is the whole table of ``(a op b) mod p`` (no randomness).
 Every loader records provenance in ``Dataset.extra`` (input files and their sha256, counts), which ends up
 in meta.json next to the arrays. A bad input is a :class:`UserError` that names the file (and the column
 or row) and says what was expected.
@@ -21,7 +22,7 @@ import numpy as np
 
 from dlrig.data.dataset import Dataset
 from dlrig.errors import UserError
-from dlrig.params import DataParams, SyntheticParams
+from dlrig.params import AddingParams, DataParams, ModularParams, SyntheticParams
 
 
 def load_source(cfg: DataParams, seed: int, group_column: str | None = None) -> Dataset:
@@ -46,6 +47,10 @@ def load_source(cfg: DataParams, seed: int, group_column: str | None = None) -> 
         return load_mnist(cfg.path)
     if cfg.source == "synthetic":
         return make_synthetic(cfg.synthetic, seed)
+    if cfg.source == "adding":
+        return make_adding(cfg.adding, seed)
+    if cfg.source == "modular":
+        return make_modular(cfg.modular)
     raise UserError(f"data.source: unknown source {cfg.source!r}")  # params already refuse this
 
 
@@ -572,4 +577,76 @@ def make_synthetic(cfg: SyntheticParams, seed: int) -> Dataset:
         classes=[str(c) for c in range(k)],
         source="synthetic",
         extra={"synthetic": cfg.model_dump(), "seed": int(seed)},
+    )
+
+
+# ------------------------------------------------------------------------------------------- adding
+def make_adding(cfg: AddingParams, seed: int) -> Dataset:
+    """The adding problem as classification: does the sum of the two marked values exceed 1?
+
+    Each sample is ``length`` (T) steps of (value ~ U(0, 1), marker in {0, 1}); exactly two markers are 1,
+    one at a uniform step of the first half and one of the second half (Hochreiter & Schmidhuber 1997,
+    Le et al. 2015). The label is 1 when the two marked values add up to more than 1: the sum of two
+    U(0, 1) exceeds 1 with probability 1/2, so the classes are balanced in expectation and chance is 50%.
+    A model must carry the first marked value across T/2 to T steps of distractors: a long-range memory
+    test. The second value alone gives 75%; at T=100 a plain RNN stalls near 85% while an LSTM with the
+    same budget reaches 99% (tests/data/test_adding.py); at T=50 both solve it.
+
+    X is ``[N, 1, T, 2]`` (an "image" of one channel, T rows, 2 columns) because every stage takes tables
+    ``[N, F]`` or images ``[N, C, H, W]``: ``model.name: rnn`` with ``sequence: rows`` reads it as T steps
+    of 2 features; an mlp sees the 2T numbers flattened; a cnn a 1-channel T x 2 image.
+    """
+    rng = np.random.default_rng(seed)
+    n, t = cfg.n_samples, cfg.length
+    values = rng.uniform(0.0, 1.0, size=(n, t))
+    half = t // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, t, size=n)
+    markers = np.zeros((n, t))
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    total = values[rows, first] + values[rows, second]
+    X = np.stack([values, markers], axis=-1)[:, None]  # [N, 1, T, 2]
+    return Dataset(
+        X=X.astype(np.float32),
+        y=(total > 1.0).astype(np.int64),
+        classes=["0", "1"],  # integer names, so validate.labels: [0, 1] can state them
+        source="adding",
+        extra={"adding": cfg.model_dump(), "seed": int(seed), "value_range": [0, 1],
+               "classes": {"0": "marked sum <= 1", "1": "marked sum > 1"},
+               "layout": "[N, 1, T, 2]: T steps of (value, marker)"},
+    )
+
+
+# ------------------------------------------------------------------------------------------ modular
+_MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+
+
+def make_modular(cfg: ModularParams) -> Dataset:
+    """The whole table of ``a op b mod p`` (Power et al. 2022, the grokking task): no randomness, no seed.
+
+    X is ``[N, 2]``: the two operands as integer codes 0..p-1 (stored as float32, like every table; a
+    model that embeds them casts back with ``X.long()``), y is the result, p classes named "0".."p-1".
+    ``div`` is ``a * b^-1 mod p`` over ``b != 0`` (p is prime, checked in params), so N = p(p-1); the other
+    ops cover all p * p pairs. Which pairs are training rows is the split's (or a study's) business.
+    """
+    p = cfg.p
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    if cfg.op == "add":
+        y = (a + b) % p
+    elif cfg.op == "sub":
+        y = (a - b) % p
+    elif cfg.op == "mul":
+        y = (a * b) % p
+    else:
+        a, b = a[b != 0], b[b != 0]
+        y = (a * np.array([pow(int(v), -1, p) for v in b])) % p  # Fermat: b^-1 exists for prime p
+    return Dataset(
+        X=np.stack([a, b], axis=1).astype(np.float32),
+        y=y.astype(np.int64),
+        classes=[str(k) for k in range(p)],
+        source="modular",
+        extra={"modular": cfg.model_dump(), "value_range": [0, p - 1],
+               "layout": f"[N, 2]: integer codes (a, b) with y = (a {_MODULAR_OPS[cfg.op]} b) mod {p}"},
     )

@@ -11,13 +11,15 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from dlrig.models import cnn, mlp
-from dlrig.models.layers import Standardize, init_weights
+from dlrig.models import cnn, mlp, rnn, transformer
+from dlrig.models.layers import Standardize, init_weights, set_norm_statistics
 from dlrig.params import MODEL_FAMILIES, ModelBase
 
 FAMILIES: dict[str, Callable[[ModelBase, Sequence[int]], tuple[list[nn.Module], int]]] = {
     "mlp": mlp.body,
     "cnn": cnn.body,
+    "transformer": transformer.body,
+    "rnn": rnn.body,
 }
 assert set(FAMILIES) == set(MODEL_FAMILIES), "every params family needs a builder, and vice versa"
 
@@ -31,4 +33,5 @@ def build_model(cfg: ModelBase, sample_shape: Sequence[int], n_classes: int) -> 
     body, width = FAMILIES[cfg.name](cfg, sample_shape)
     model = nn.Sequential(Standardize(sample_shape), *body, nn.Linear(width, n_classes))
     init_weights(model, cfg.init, cfg.activation)
+    set_norm_statistics(model, cfg.norm_momentum, cfg.norm_eps)  # every family's norm layers alike
     return model

@@ -46,6 +46,16 @@ def norm_layer(kind: str, width: int, conv: bool) -> nn.Module:
     return nn.Identity()
 
 
+def set_norm_statistics(model: nn.Module, momentum: float, eps: float) -> None:
+    """``model.norm_momentum`` / ``model.norm_eps`` on every batch, layer and group norm of ``model``,
+    whichever family built it (torch reads both attributes at each forward pass)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+        if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.LayerNorm | nn.GroupNorm):
+            module.eps = eps
+
+
 def init_weights(model: nn.Module, scheme: str, activation: str) -> None:
     """Apply an init scheme to every Linear/Conv weight (biases to zero); ``default`` keeps torch's."""
     if scheme == "default":
@@ -65,6 +75,8 @@ def init_weights(model: nn.Module, scheme: str, activation: str) -> None:
             nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain(gain_name))
         elif scheme == "orthogonal":
             nn.init.orthogonal_(w, gain=nn.init.calculate_gain(gain_name))
+        elif scheme == "normal":  # N(0, 1): no 1/sqrt(fan_in) scaling, so activations grow with width
+            nn.init.normal_(w, 0.0, 1.0)
         else:  # pragma: no cover - params validation refuses other names
             raise ValueError(f"unknown init scheme {scheme!r}")
         if module.bias is not None:

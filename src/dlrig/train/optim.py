@@ -15,6 +15,7 @@ each of them to torch's scheduler and optimizers.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -28,33 +29,47 @@ def decays(name: str, p: torch.Tensor) -> bool:
     return name.endswith("weight") and p.dim() > 1
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def _param_groups(model: nn.Module, weight_decay: float, lr_scales: Mapping[str, float] | None = None,
+                  lr: float = 1.0) -> list[dict]:
+    """Decayed / not decayed parameters; with ``lr_scales`` (name -> multiplier of ``lr``) one such pair per
+    scale, the unscaled pair first (so ``param_groups[0]["lr"]`` stays the base rate the history logs)."""
+    scales = lr_scales or {}
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad and name not in scales:  # frozen; a named one may be unfrozen later
             continue
-        (decay if decays(name, p) else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        groups.setdefault((float(scales.get(name, 1.0)), decays(name, p)), []).append(p)
+    if not scales:
+        return [{"params": groups[(1.0, True)], "weight_decay": weight_decay},
+                {"params": groups[(1.0, False)], "weight_decay": 0.0}]
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * scale,
+             "lr_scale": scale} for (scale, decay), ps in groups.items() if ps or scale == 1.0]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimParams) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg.weight_decay)
+def build_optimizer(
+    model: nn.Module, cfg: OptimParams, lr_scales: Mapping[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """The torch optimizer ``cfg.name`` with every knob of its own from ``cfg``: ``eps`` reaches each one
+    that has it (all but sgd); keys an optimizer lacks (``rho`` for adam, ...) are not used."""
+    # lr_scales: parameter name -> multiplier of cfg.lr (transfer learning's body rate, dlrig.train.transfer)
+    groups = _param_groups(model, cfg.weight_decay, lr_scales, cfg.lr)
     betas = (cfg.beta1, cfg.beta2)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
+                               nesterov=cfg.nesterov)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, amsgrad=cfg.amsgrad)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, amsgrad=cfg.amsgrad)
     if cfg.name == "nadam":
-        return torch.optim.NAdam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+        return torch.optim.NAdam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps,
+                                 momentum_decay=cfg.momentum_decay)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
+                                   centered=cfg.centered)
     if cfg.name == "adagrad":
-        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
+        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps, lr_decay=cfg.lr_decay,
+                                   initial_accumulator_value=cfg.initial_accumulator_value)
     if cfg.name == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps)
     raise ValueError(f"unknown optimizer {cfg.name!r}")  # pragma: no cover - params refuse it
@@ -124,7 +139,8 @@ def build_scheduler(
     if cfg.name == "onecycle":
         # max_lr is params.optim.lr
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch,
+            optimizer, max_lr=[lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups],  # body: scaled
+            total_steps=epochs * steps_per_epoch,
             pct_start=_onecycle_pct_start(cfg, epochs, steps_per_epoch),
             cycle_momentum="momentum" in optimizer.defaults or "betas" in optimizer.defaults,
         )
