@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from pydantic import BaseModel
 
 from dlrig.errors import UserError
@@ -40,10 +41,12 @@ def literal_options(annotation: Any) -> list[Any]:
     return []
 
 
-def other_value(base: FitConfig, key: str, current: Any, annotation: Any) -> FitConfig:
-    """A valid config that differs from ``base`` in ``key`` only."""
-    if isinstance(current, BaseModel):
-        candidates: list[Any] = [None]
+def other_value(base: FitConfig, key: str, current: Any, annotation: Any, file: str = "") -> FitConfig:
+    """A valid config that differs from ``base`` in ``key`` only (``file``: a path for the path keys)."""
+    if key in FILE_KEYS:  # a checkpoint path (its content is keyed too: test_checkpoint_content_...)
+        candidates: list[Any] = [file]
+    elif isinstance(current, BaseModel):
+        candidates = [None]
     elif isinstance(current, bool):
         candidates = [not current]
     elif isinstance(current, int):
@@ -80,21 +83,51 @@ def data():
     return X, y
 
 
-def test_every_training_key_changes_the_key(data):
+FILE_KEYS = {"train.distill.teacher", "train.transfer.pretrained"}
+
+
+def test_every_training_key_changes_the_key(data, tmp_path):
     """Each leaf of FitConfig (searched or not) changed in turn gives another cache key."""
     X, y = data
+    file = tmp_path / "model.pt"
+    file.write_bytes(b"a checkpoint")  # only hashed here, never loaded
     base = FitConfig()
     jobs = [({}, np.arange(40), np.arange(40, 60), 0)]
     reference = TorchScorer(X, y, 3, base, "accuracy").jobs_key("cv", jobs)
     checked = []
     for key, current, annotation in leaves(FitConfig, base):
-        changed = other_value(base, key, current, annotation)
+        if key == "train.transfer.mode":  # any mode but scratch needs a checkpoint: compare with one given
+            start = base.with_overrides({"train.transfer.pretrained": str(file)})
+            changed = other_value(start, key, current, annotation, str(file))
+            assert (TorchScorer(X, y, 3, changed, "accuracy").jobs_key("cv", jobs)
+                    != TorchScorer(X, y, 3, start, "accuracy").jobs_key("cv", jobs)), key
+            checked.append(key)
+            continue
+        changed = other_value(base, key, current, annotation, str(file))
         assert TorchScorer(X, y, 3, changed, "accuracy").jobs_key("cv", jobs) != reference, key
         checked.append(key)
     assert len(checked) > 40 and "model.name" in checked and "train.early_stopping" in checked
+    assert FILE_KEYS <= set(checked)
 
 
-def test_rows_seed_data_device_and_overrides_change_the_key(data):
+@pytest.mark.parametrize("overrides", [
+    {"train.distill.teacher": "{file}"},
+    {"train.transfer.pretrained": "{file}", "train.transfer.mode": "finetune"},
+])
+def test_checkpoint_content_not_only_its_path_is_in_the_key(data, tmp_path, overrides):
+    """A checkpoint rewritten at the same path (same size) is another fit: its bytes are in the key."""
+    X, y = data
+    file = tmp_path / "model.pt"
+    file.write_bytes(b"weights A")
+    config = FitConfig().with_overrides({k: v.format(file=file) for k, v in overrides.items()})
+    jobs = [({}, np.arange(40), np.arange(40, 60), 0)]
+    before = TorchScorer(X, y, 3, config, "accuracy").jobs_key("cv", jobs)
+    assert TorchScorer(X, y, 3, config, "accuracy").jobs_key("cv", jobs) == before
+    file.write_bytes(b"weights B")
+    assert TorchScorer(X, y, 3, config, "accuracy").jobs_key("cv", jobs) != before
+
+
+def test_rows_seed_data_device_and_overrides_change_the_key(data, monkeypatch):
     X, y = data
     scorer = TorchScorer(X, y, 3, FitConfig(), "accuracy")
     job = ({}, np.arange(40), np.arange(40, 60), 0)
@@ -114,7 +147,15 @@ def test_rows_seed_data_device_and_overrides_change_the_key(data):
     assert TorchScorer(X2, y, 3, FitConfig(), "accuracy").jobs_key("cv", [job]) != ref
     assert TorchScorer(X, y[::-1].copy(), 3, FitConfig(), "accuracy").jobs_key("cv", [job]) != ref
     assert TorchScorer(X, y, 4, FitConfig(), "accuracy").jobs_key("cv", [job]) != ref
-    assert TorchScorer(X, y, 3, FitConfig(), "accuracy", device="cuda").jobs_key("cv", [job]) != ref
+    # The device a fit runs on: auto is the one it resolves to here (cpu on a machine without a GPU); a GPU
+    # result differs from the CPU's in its last bits, and from another GPU model's.
+    if not torch.cuda.is_available():
+        assert TorchScorer(X, y, 3, FitConfig(), "accuracy", device="auto").jobs_key("cv", [job]) == ref
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 1")
+    gpu = TorchScorer(X, y, 3, FitConfig(), "accuracy", device="cuda").jobs_key("cv", [job])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 2")
+    assert len({gpu, ref, TorchScorer(X, y, 3, FitConfig(), "accuracy", device="cuda").jobs_key("cv", [job])}) == 3
     # An override equal to the base value resolves to the same config: the same fit, the same key.
     assert scorer.jobs_key("cv", [({"optim.lr": FitConfig().optim.lr}, *job[1:])]) == ref
 

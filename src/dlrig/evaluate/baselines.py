@@ -19,6 +19,7 @@ from dlrig.evaluate.compare import (
     five_by_two_test,
     make_sklearn_baseline,
 )
+from dlrig.evaluate.features import FEATURE_BASELINES, make_feature_baseline
 from dlrig.params import FitConfig, Params
 from dlrig.progress import NO_PROGRESS, Tally
 from dlrig.seeds import derive_seed
@@ -106,8 +107,9 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
         if spec.estimator == "dlrig":
             model = _Model(train, params, tuned, dict(spec.overrides), progress=progress)
         else:
-            model = _Model(train, params, tuned, {},
-                           make_sklearn_baseline(spec.estimator, spec.params, params.seed), progress=progress)
+            make = make_feature_baseline if spec.estimator in FEATURE_BASELINES else make_sklearn_baseline
+            model = _Model(train, params, tuned, {}, make(spec.estimator, spec.params, params.seed),
+                           progress=progress)
         labels = (reference, name)
         base_folds = _metric_of(model.scores(outer, f"outer-{name}"), fold_metric)
         entry: dict[str, Any] = {

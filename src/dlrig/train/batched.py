@@ -70,6 +70,7 @@ from torch import nn
 
 from dlrig.models import Standardize, build_model
 from dlrig.params import FitConfig
+from dlrig.train import work
 from dlrig.train.callbacks import Callback, EarlyStopping, EpochFunction, FitState
 from dlrig.train.fit import (
     FitResult,
@@ -112,7 +113,8 @@ class FitJob:
 # What models of one stack must share (the stacked shapes and the code path) and what may differ
 # (per-model tensors). Keys in neither list must keep their default, else the job falls back to fit().
 _SHARED = {
-    "model": ("name", "hidden", "depth", "activation", "norm"),
+    # norm_momentum / norm_eps: the stack reads them from the first model's norm layers (_parse).
+    "model": ("name", "hidden", "depth", "activation", "norm", "norm_momentum", "norm_eps"),
     "optim": ("name", "nesterov"),
     "schedule": ("name",),
     "train": ("batch_size", "standardize"),
@@ -123,7 +125,9 @@ _PER_MODEL = {
     "schedule": ("warmup_epochs", "step_size", "gamma", "min_lr_ratio"),
     "train": ("epochs", "grad_clip", "label_smoothing", "early_stopping"),
 }
-_NO_EFFECT = {"model": ("channels", "kernel_size"), "optim": ("alpha", "rho")}  # unused by mlp + sgd/adam(w)
+_NO_EFFECT = {"model": ("channels", "kernel_size"),  # unused by mlp + sgd/adam(w)
+              "optim": ("alpha", "rho", "centered", "lr_decay", "initial_accumulator_value",
+                        "momentum_decay")}
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _FUSED_ADAM = hasattr(torch, "_fused_adam_")  # else the vectorised update below (same math)
 _STACK_BYTES = 1 << 30  # default cap on a stack's parameter-sized state (theta, grad, moments, best copy)
@@ -138,9 +142,9 @@ def _defaults() -> dict[str, Any]:
 def batch_key(config: FitConfig) -> tuple | None:
     """What jobs must share to train as one stack (as ``(key, value)`` pairs); None: train with fit().
 
-    Shared: the architecture (model name, hidden, depth, activation, norm), optimizer (name, nesterov for
-    sgd), schedule name, batch size and standardize mode. Everything else listed in ``_PER_MODEL`` may
-    differ between the models of a stack.
+    Shared: the architecture (model name, hidden, depth, activation, norm and its momentum/eps), optimizer
+    (name, nesterov for sgd), schedule name, batch size and standardize mode. Everything else listed in
+    ``_PER_MODEL`` may differ between the models of a stack.
     """
     if config.model.name != "mlp" or config.optim.name not in _OPTIMIZERS:
         return None
@@ -330,6 +334,7 @@ class _Stack:
         self.group_size = len(models)
         self.optim = models[0].cfg.optim.name
         self.nesterov = self.optim == "sgd" and models[0].cfg.optim.nesterov
+        self.sample_shape = tuple(X.shape[1:])
         self.X = torch.as_tensor(X.reshape(len(X), -1), dtype=torch.float32).to(dev)
         self.y = torch.as_tensor(y, dtype=torch.int64).to(dev)
         self.mean = torch.stack(mean).unsqueeze(1).to(dev)  # [M, 1, F]: each model's own scaler
@@ -756,6 +761,7 @@ class _Stack:
         )
         if m.diverged:
             result.info["stop_reason"] = failure_reason(result)
+        work.add_fit(m.model, self.sample_shape, len(m.fit_rows), len(m.history))  # the cost report's
         self.finished.append((m.index, result))
 
 

@@ -158,6 +158,39 @@ class EpochFunction(Callback):
             state.request_stop(f"stopped by on_epoch after epoch {state.epoch}", pruned=True)
 
 
+class GradientNorms(Callback):
+    """The L2 norm of every Linear/Conv weight's gradient, input layer first, at the steps asked for.
+
+    ``at_steps``: the 1-based global steps to record (None: every step); step 1 is the gradient at
+    initialisation. ``stop_after``: end the run after that many steps (a step budget independent of the
+    epoch length). Read ``norms`` (``{step: [norm per layer]}``) and ``layers`` (the modules' names)
+    after the fit. The gradients are the raw ones: before ``train.grad_clip`` clips them.
+    """
+
+    def __init__(self, at_steps: Any = None, stop_after: int | None = None) -> None:
+        self.at_steps = None if at_steps is None else {int(s) for s in at_steps}
+        self.stop_after = stop_after
+        self.layers: list[str] = []
+        self.norms: dict[int, list[float]] = {}
+        self._weights: list[tuple[str, torch.Tensor]] = []  # filled by on_fit_start
+
+    def on_fit_start(self, state: FitState) -> None:
+        self._weights = [(name, m.weight) for name, m in state.model.named_modules()
+                         if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
+        self.layers = [name for name, _ in self._weights]
+
+    def on_after_backward(self, state: FitState) -> None:
+        step = state.global_step
+        if self.at_steps is None or step in self.at_steps:
+            # in float64: squaring a vanished float32 gradient (1e-25) would underflow to a norm of 0
+            self.norms[step] = [math.nan if w.grad is None else float(w.grad.detach().double().norm())
+                                for _, w in self._weights]
+
+    def on_step_end(self, state: FitState) -> None:
+        if self.stop_after is not None and state.global_step >= self.stop_after:
+            state.request_stop(f"step budget: {self.stop_after} steps")
+
+
 class DVCLiveLogger(Callback):
     """Logs every epoch record to a ``dvclive.Live`` (``train_loss`` -> ``train/loss``), one step per epoch.
 
@@ -174,4 +207,5 @@ class DVCLiveLogger(Callback):
         self.live.next_step()
 
 
-__all__ = ["Callback", "DVCLiveLogger", "EarlyStopping", "EpochFunction", "FitState", "overrides"]
+__all__ = ["Callback", "DVCLiveLogger", "EarlyStopping", "EpochFunction", "FitState", "GradientNorms",
+           "overrides"]

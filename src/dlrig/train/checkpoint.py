@@ -111,7 +111,8 @@ def _architecture(config: FitConfig) -> str:
 
 
 def check_state_dict(
-    path: str | Path, model: nn.Module, state: Any, config: FitConfig | None = None
+    path: str | Path, model: nn.Module, state: Any, config: FitConfig | None = None, *,
+    fix: str = "rerun train",
 ) -> None:
     """Refuse weights that do not fit ``model`` with one line naming the first layer that differs.
 
@@ -120,7 +121,7 @@ def check_state_dict(
     """
     arch = f" ({_architecture(config)})" if config is not None else ""
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: the checkpoint's state_dict is not a mapping of tensors; rerun train")
+        raise UserError(f"{path}: the checkpoint's state_dict is not a mapping of tensors; {fix}")
     expected = model.state_dict()
     extra = [k for k in state if k not in expected]
     for key, tensor in expected.items():
@@ -128,16 +129,16 @@ def check_state_dict(
             instead = f", which holds {extra[0]!r} instead" if extra else ""
             raise UserError(
                 f"{path}: layer {key!r} of its config{arch} is missing from the checkpoint{instead}; "
-                "the weights come from another architecture: rerun train"
+                f"the weights come from another architecture: {fix}"
             )
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise UserError(
                 f"{path}: layer {key!r} has shape {list(state[key].shape)} in the checkpoint but "
                 f"{list(tensor.shape)} in its config{arch}; the weights come from another architecture: "
-                "rerun train"
+                f"{fix}"
             )
     if extra:
         raise UserError(
             f"{path}: the checkpoint holds layer {extra[0]!r}, which its config{arch} does not build "
-            f"({len(extra)} such tensor(s)); the weights come from another architecture: rerun train"
+            f"({len(extra)} such tensor(s)); the weights come from another architecture: {fix}"
         )

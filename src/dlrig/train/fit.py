@@ -3,7 +3,9 @@
 Everything fitted on data -- the standardisation statistics and the early-stopping decision -- sees only
 the rows passed in as training data; the early-stopping split is carved from those rows, and the scaler
 is fitted on the part that is left for gradient steps, as are the class weights, the resampling and the
-noise filter (:mod:`dlrig.train.infold`).
+noise filter (:mod:`dlrig.train.infold`). Augmentation and mixup/cutmix (:mod:`dlrig.train.augment`)
+transform only the gradient batches; a distillation teacher (:mod:`dlrig.train.distill`) scores only the
+gradient rows.
 
 The loop can be watched and stopped at every step by callbacks (:mod:`dlrig.train.callbacks`); early
 stopping is one of them. A run whose training loss stops being finite ends there (``info["diverged"]``,
@@ -25,9 +27,13 @@ from torch import nn
 
 from dlrig.models import build_model
 from dlrig.params import FitConfig, TrainParams
+from dlrig.train import work
+from dlrig.train.augment import build_augmenter, hard_labels
 from dlrig.train.callbacks import Callback, EarlyStopping, EpochFunction, FitState, overrides
+from dlrig.train.distill import distillation_loss, teacher_logits
 from dlrig.train.infold import drop_label_issues, resample_indices, training_loss
 from dlrig.train.optim import build_optimizer, build_scheduler
+from dlrig.train.transfer import apply_transfer
 
 # The older per-epoch hook: called with each epoch's record; returning False stops the run (pruning).
 # New code passes a Callback instead.
@@ -145,18 +151,27 @@ def fit(
     model = build_model(config.model, X.shape[1:], n_classes)
     model[0].mean.copy_(torch.from_numpy(mean))
     model[0].scale.copy_(torch.from_numpy(scale))
+    # train.transfer: the pretrained body (checked against this model first), frozen blocks, body lr scale
+    transfer = apply_transfer(model, config, n_classes)
+    if transfer is not None:
+        callbacks = [*callbacks, *transfer.callbacks]
     model.to(dev)
 
     X_fit = torch.as_tensor(X[step_idx], device=dev)
     y_fit = torch.as_tensor(y[step_idx], device=dev)
     X_val = torch.as_tensor(X[val_idx], device=dev)
     y_val = torch.as_tensor(y[val_idx], device=dev)
+    # Augmentation / mixing (dlrig.train.augment) touches only the gradient batches below, never X_val; the
+    # teacher (dlrig.train.distill) scores only the gradient rows, once, before training.
+    augmenter = build_augmenter(tcfg, X.shape[1:], n_classes, seed)
+    dcfg = tcfg.distill
+    soft_teacher = teacher_logits(dcfg, X_fit, n_classes) if dcfg.teacher is not None else None
 
     n = len(step_idx)
     batch_size = min(tcfg.batch_size, n)
     # Drop a last batch of one sample: batch norm cannot normalise a batch of size 1.
     steps_per_epoch = max(1, n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size))
-    optimizer = build_optimizer(model, config.optim)
+    optimizer = build_optimizer(model, config.optim, transfer.lr_scales if transfer is not None else None)
     scheduler = build_scheduler(optimizer, config.schedule, config.optim.lr, tcfg.epochs, steps_per_epoch)
     eval_loss = nn.CrossEntropyLoss()  # validation loss is the plain loss, comparable across settings
     l1 = config.optim.l1
@@ -177,19 +192,28 @@ def fit(
 
     model.train()
     total_loss = 0.0
+    # train.shuffle: "epoch" draws a new order every epoch, "once" draws the first epoch's and keeps it,
+    # "none" keeps the rows' own order (the first epoch of "once" is the first epoch of "epoch").
+    order = torch.arange(n) if tcfg.shuffle == "none" else None
     for epoch in range(1, tcfg.epochs + 1):
         if state.stop:  # asked for by on_fit_start
             break
         state.epoch = epoch
-        perm = torch.randperm(n, generator=rng).to(dev)
+        if order is None or tcfg.shuffle == "epoch":
+            order = torch.randperm(n, generator=rng)
+        perm = order.to(dev)
         total_loss, total_correct, seen = 0.0, 0, 0
         for step in range(steps_per_epoch):
             idx = perm[step * batch_size : (step + 1) * batch_size]
             if step == steps_per_epoch - 1:
                 idx = perm[step * batch_size :]
             xb, yb = X_fit[idx], y_fit[idx]
+            if augmenter is not None:
+                xb, yb = augmenter(xb, yb)  # soft targets [B, K] when mixing: the CE loss takes them as is
             logits = model(xb)
             loss = loss_fn(logits, yb)
+            if soft_teacher is not None:
+                loss = distillation_loss(logits, soft_teacher[idx], loss, dcfg.temperature, dcfg.alpha)
             objective = loss + l1 * l1_penalty(model) if l1 > 0 else loss
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
@@ -206,7 +230,8 @@ def fit(
             optimizer.step()
             scheduler.step()
             total_loss += batch_loss * len(idx)
-            total_correct += int((logits.detach().argmax(1) == yb).sum())
+            # Mixed targets count against their argmax: the class most of the mixed input shows.
+            total_correct += int((logits.detach().argmax(1) == hard_labels(yb)).sum())
             seen += len(idx)
             if step_end:
                 state.lr = lr
@@ -238,6 +263,7 @@ def fit(
         cb.on_fit_end(state)
     model.eval()
     best_epoch = early.best_epoch if early is not None and early.best_epoch is not None else tcfg.epochs
+    work.add_fit(model, X.shape[1:], len(X_fit), len(history))  # the cost report's fits and FLOPs
     return FitResult(
         model=model.cpu(),
         history=history,
