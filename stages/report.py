@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlrig.params import load_params
+from dlrig.report.cost import write_cost_page
 from dlrig.report.html import build_report, run_identity
 from dlrig.stage import run_stage
 
@@ -23,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The experiment's name and git commit go in the title block: the same in two runs of one git state.
     build_report(Path(args.reports), Path(args.params), Path(args.out), Path(args.figures), params.report,
                  identity=run_identity())
-    print(f"report: open {args.out}")
+    # The measured costs (they vary run to run) on a page of their own, beside their records; not an output.
+    cost = write_cost_page(Path(args.reports))
+    print(f"report: open {args.out} (costs of this run: {cost})")
 
 
 if __name__ == "__main__":

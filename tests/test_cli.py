@@ -115,3 +115,31 @@ def test_train_with_an_empty_or_partial_params_file_changes_nothing(tmp_path, te
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: params.yaml: " + ("is empty" if not text else "missing section(s) data"))
     assert model.read_text() == cv.read_text() == "the previous run's"
+
+
+def test_lr_range_prints_a_search_range_and_refuses_a_bad_option_in_one_line(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    import yaml
+
+    from dlrig.data.dataset import Dataset
+    from dlrig.params import Params, dump_params
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X = np.concatenate([c + rng.normal(0, 1, (60, 4)) for c in rng.normal(0, 2, (3, 4))]).astype(np.float32)
+    Dataset(X=X, y=np.repeat(np.arange(3), 60), classes=["a", "b", "c"], source="synthetic").save(
+        "train.npz", "meta.json")
+    params = {**dump_params(Params()), "model": {"name": "mlp", "hidden": 16, "depth": 1},
+              "train": {"batch_size": 32}}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    before = Path("params.yaml").read_text()
+    argv = ["lr-range", "--train", "train.npz", "--meta", "meta.json", "--steps", "60", "--start", "1e-4",
+            "--end", "100", "--out", "lr.json", "--plot", "lr.png"]
+    code, out, err = run(argv, capsys)
+    assert code == 0 and ("ran every step" in out or "diverged" in out)
+    assert "\nsearch:\n  space:\n    optim.lr: {low: " in out and ", log: true, count: 4}" in out
+    record = json.loads(Path("lr.json").read_text())
+    assert len(record["lrs"]) == len(record["smoothed"]) <= 60 and record["lrs"][0] == 1e-4
+    assert Path("lr.png").stat().st_size > 5000 and Path("params.yaml").read_text() == before  # printed only
+    code, out, err = run([*argv[:-4], "--start", "0"], capsys)
+    assert code == 2 and out == "" and err == "error: --start must be a learning rate > 0 (got 0)\n"

@@ -135,6 +135,63 @@ def _predict(args: argparse.Namespace) -> None:
           file=sys.stderr)
 
 
+def _lr_range(args: argparse.Namespace) -> None:
+    """One learning-rate range test on the training rows; prints the suggestions and a search range."""
+    import math
+
+    from dlrig.params import load_params
+
+    params = load_params(args.params)
+    cfg = params.studies.lr_range
+    start = cfg.start_lr if args.start is None else args.start
+    end = cfg.end_lr if args.end is None else args.end
+    steps = cfg.steps if args.steps is None else args.steps
+    if not (math.isfinite(start) and start > 0):
+        raise UserError(f"--start must be a learning rate > 0 (got {start:g})")
+    if not (math.isfinite(end) and end > start):
+        raise UserError(f"--end must be > --start (got {end:g}, start {start:g})")
+    if steps < 20:
+        raise UserError(f"--steps must be >= 20 (got {steps}): the suggestions skip the first 10% and last 5")
+    import torch
+
+    from dlrig.data.dataset import Dataset
+    from dlrig.train.lr_range import lr_range_test, space_yaml
+
+    torch.set_num_threads(params.compute.torch_threads)
+    train = Dataset.load(args.train, args.meta)
+    seed = params.seed if args.seed is None else args.seed
+    result = lr_range_test(train.X, train.y, train.n_classes, params.fit_config(), seed, start_lr=start,
+                           end_lr=end, steps=steps, beta=cfg.beta, diverge=cfg.diverge,
+                           device=params.compute.device)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    fit_cfg = params.fit_config()
+    print(f"lr-range: {len(result.lrs)} steps on {len(train.y)} training rows ({fit_cfg.model.name}, "
+          f"{fit_cfg.optim.name}, seed {seed}), lr {result.lrs[0]:.3g} -> {result.lrs[-1]:.3g}; "
+          f"{result.stop_reason or 'ran every step'}")
+    if args.out:
+        from dlrig.io import save_json
+
+        save_json(args.out, result.to_json())
+    if args.plot:
+        from dlrig.report.study_lr_range import lr_range_figure
+
+        band = [{"lr": lr, "min": v, "median": v, "max": v}
+                for lr, v in zip(result.lrs, result.smoothed, strict=True) if math.isfinite(v)]
+        marks = [("valley", result.suggestions["valley"], "tab:green", "-"),
+                 ("steepest", result.suggestions["steepest"], "tab:orange", "--")]
+        lr_range_figure(band, marks, result.space, args.plot, params.report.dpi)
+    found = result.suggestions
+    if result.space is None:
+        print("lr-range: no suggestion: the smoothed loss had no descending stretch (widen --start/--end "
+              "or add --steps)")
+        sys.exit(1)
+    print(f"suggested lr: {found['valley']:.2g} (valley), {found['steepest']:.2g} (steepest); lowest "
+          f"smoothed loss at {found['minimum']:.2g}")
+    print("# a search range to paste into params.yaml (nothing was changed):")
+    print(space_yaml(result.space))
+
+
 def _plots(args: argparse.Namespace) -> None:
     from dlrig.report.dvcplots import main as plots_main
 
@@ -173,6 +230,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     pred.add_argument("--threads", type=int, default=1,
                       help="torch threads (1, as evaluate runs: the same probabilities to the last bit)")
     pred.set_defaults(func=_predict)
+
+    lrr = sub.add_parser("lr-range", help="learning-rate range test: suggest an lr and a search.space range")
+    lrr.add_argument("--params", default="params.yaml", help="the model, optimizer and training settings")
+    lrr.add_argument("--train", default="data/processed/train.npz",
+                     help="training rows only (the train stage reads data/processed/train_labels.npz)")
+    lrr.add_argument("--meta", default="data/raw/meta.json")
+    lrr.add_argument("--start", type=float, default=None, help="first lr (default studies.lr_range.start_lr)")
+    lrr.add_argument("--end", type=float, default=None, help="last lr (default: studies.lr_range.end_lr)")
+    lrr.add_argument("--steps", type=int, default=None, help="sweep steps (default: studies.lr_range.steps)")
+    lrr.add_argument("--seed", type=int, default=None, help="default: the params seed")
+    lrr.add_argument("--out", default=None, help="also write every step's lr and loss as JSON here")
+    lrr.add_argument("--plot", default=None, help="also draw the smoothed loss against lr as a PNG here")
+    lrr.set_defaults(func=_lr_range)
 
     plots = sub.add_parser("plots", help="the dvc.yaml plots as images in one self-contained page (offline)")
     plots.add_argument("revs", nargs="*", help="revisions to compare, as `dvc plots diff` takes them; "

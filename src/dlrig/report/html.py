@@ -36,6 +36,7 @@ from dlrig.io import load_json, resolve, save_text
 from dlrig.params import ReportParams, read_yaml
 from dlrig.report.baselines import baselines_section, check_compare
 from dlrig.report.calibration import calibration_section, missing_calibration_keys
+from dlrig.report.cost import cost_section
 from dlrig.report.cv_figures import outer_fold_scores, score_vs_hyperparameters, trial_history
 from dlrig.report.figures import (
     confusion_matrix_figure,
@@ -549,6 +550,7 @@ def render_html(
         ("validation", "Validation"),
         ("split", "Split"),
         ("params", "Params"),
+        ("cost", "Cost"),
     )
     sources = ", ".join(
         [rel for rel, _ in INPUTS.values()]
@@ -576,6 +578,7 @@ def render_html(
             _validation(inputs["validation"]),
             _split(inputs["split"], classes),
             _params(inputs["params"], inputs["cv"]["final"]["config"]),
+            cost_section(),  # a fixed link: the measured costs vary, so they live on run/cost.html
         ]
     )
     return page(

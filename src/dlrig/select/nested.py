@@ -156,9 +156,9 @@ class NestedCV:
         """How many fits the whole run trains (the progress bar's total), counted from the design.
 
         Exact for grid without refinement and for random search over a range; an upper bound otherwise
-        (a bayes or random proposal seen before reuses its fits, ``stop_when`` stops early, refinement
-        reuses the grid points it already has). The final refit on all rows (the train stage's) is not
-        included: it is no part of the selection.
+        (a bayes or random proposal seen before reuses its fits, ``stop_when`` or ``budget_minutes`` stops
+        early, refinement reuses the grid points it already has). The final refit on all rows (the train
+        stage's) is not included: it is no part of the selection.
         """
         cv = self.cv
         if cv.depth == 1:
@@ -203,6 +203,40 @@ class NestedCV:
             rec["search"] = None
             records.append(rec)
         return records, chosen
+
+    # ------------------------------------------------------------------ the work, known up front
+    def upfront(self) -> bool:
+        """Whether every search's first batch is known before any fit: grid and random search, depth 2,
+        nothing that makes the search one trial at a time (pruning, ``stop_when``, a wall-clock budget).
+        Then :meth:`first_batch` of every selection can be trained together (bigger stacks)."""
+        s = self.search
+        return (self.cv.depth == 2 and s.strategy in ("grid", "random") and s.pruning == "none"
+                and s.stop_when is None and getattr(s, "budget_minutes", None) is None)
+
+    def first_batch(self, rows: np.ndarray, where: tuple) -> tuple[list[dict[str, Any]], Folds, int]:
+        """The (configs, inner folds, seed) of the first ``scorer.cv_trials`` call that :meth:`select` on
+        ``rows`` makes: the search itself is run up to that call, so the batch is the search's own, in its
+        order (grid refinement rounds come later and are not in it)."""
+        captured: list[tuple] = []
+
+        class _Captured(Exception):
+            pass
+
+        class _Recorder:  # a scorer that records the call and stops the search there
+            metric = self.scorer.metric
+
+            def cv_trials(self, configs, folds, pruner, seed):
+                captured.append((configs, folds, seed))
+                raise _Captured
+
+        scorer, self.scorer = self.scorer, _Recorder()
+        try:
+            self.select(rows, where)
+        except _Captured:
+            pass
+        finally:
+            self.scorer = scorer
+        return captured[0]
 
 
 def _refined(d: Dimension) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from dlrig.data.dataset import Dataset
 from dlrig.params import ComputeParams, Params
 from dlrig.progress import Progress
+from dlrig.seeds import derive_seed
 from dlrig.select.nested import NestedCV, Selection, summarise
 from dlrig.select.scorers import ResultCache, TorchScorer
 from dlrig.select.space import build_space, describe_space
@@ -71,8 +72,11 @@ def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tupl
     """One outer fold, or the final selection; runs in a worker process (one torch thread)."""
     import torch
 
+    from dlrig.train import work
+
     if worker:
         _exit_with_parent()
+    done = work.snapshot()
     torch.set_num_threads(1)
     start = time.perf_counter()
     cache = driver.scorer.cache
@@ -82,7 +86,9 @@ def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tupl
         key, value = task[:2], driver.outer_fold(k, train, test)
     else:
         key, value = ("final",), driver.select(task[1], ("final",))
-    return key, value, (cache.hits - before[0], cache.misses - before[1]), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    # the fits trained here: merged into the stage's cost record (a worker's tally dies with it)
+    return key, value, (cache.hits - before[0], cache.misses - before[1]), seconds, work.since(done)
 
 
 def select_config(
@@ -133,7 +139,15 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
         tasks: list[tuple] = [("outer", k, tr, te) for k, (tr, te) in enumerate(driver.outer_folds(rows))]
         tasks.append(("final", rows))
         results: dict[tuple, Any] = {}
-        if params.compute.backend == "dask":
+        hits = misses = 0
+        if params.compute.backend != "dask" and driver.upfront() and isinstance(driver.scorer, TorchScorer):
+            before = (cache.hits, cache.misses)
+            tick = time.perf_counter()
+            _train_upfront(driver, tasks, params.compute.n_jobs)
+            timings["upfront"] = round(time.perf_counter() - tick, 3)
+            hits, misses = cache.hits - before[0], cache.misses - before[1]
+            outputs = (_run_task(driver, t) for t in tasks)  # every fit is ready: the searches replay them
+        elif params.compute.backend == "dask":
             outputs = _on_cluster(params.compute, driver, tasks, log)
         elif params.compute.n_jobs > 1:
             from joblib import Parallel, delayed
@@ -142,8 +156,12 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
             outputs = runner(delayed(_run_task)(driver, t, worker=True) for t in tasks)
         else:
             outputs = (_run_task(driver, t) for t in tasks)
-        hits = misses = 0
-        for key, value, (h, m), seconds in outputs:
+        from dlrig.train import work
+
+        in_process = params.compute.backend != "dask" and (params.compute.n_jobs == 1 or "upfront" in timings)
+        for key, value, (h, m), seconds, done in outputs:
+            if not in_process:
+                work.merge(done)  # counted in a worker process: add it here
             results[key] = value
             timings["-".join(map(str, key))] = round(seconds, 3)
             hits, misses = hits + h, misses + m
@@ -154,6 +172,30 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
     timings["total"] = round(time.perf_counter() - start, 3)
     cache_counts = {"hits": hits, "misses": misses}
     return SelectionReport(folds, summary, final, describe_space(driver.dims), cache_counts, timings)
+
+
+def _train_upfront(driver: NestedCV, tasks: list[tuple], n_jobs: int) -> None:
+    """Train every selection's first search batch, then every outer refit, each as one stack per shape.
+
+    Grid and random searches know their configs before any fit (:meth:`NestedCV.upfront`), so the fits of
+    all outer folds and the final selection -- (outer fold x inner fold x config) -- go to fit_many at once:
+    one stack per model shape instead of one per selection. The searches then replay from memory, choose
+    each fold's config, and the outer refits train together too.
+
+    With ``compute.n_jobs`` > 1 the search stacks are cut into that many shares, trained in as many
+    processes (each pays seconds of imports: see bench/nested_cv.py for when it pays); the few refits train
+    here. Processes, not intra-op threads: two torch threads on the stack were 19x slower on a loaded
+    2-core machine (OpenMP threads spin-waiting for a core).
+    """
+    scorer = driver.scorer
+    calls = [driver.first_batch(t[2], t[:2]) if t[0] == "outer" else driver.first_batch(t[1], ("final",))
+             for t in tasks]
+    scorer.prefetch(calls, n_jobs=n_jobs)
+    refits = []
+    for _, k, train, test in (t for t in tasks if t[0] == "outer"):
+        chosen = driver.select(train, ("outer", k))  # replays the prefetched trials
+        refits.append((chosen.config, train, test, derive_seed(driver.seed, "outer-refit", k)))
+    scorer.prefetch([], refits)
 
 
 def _cache_dir(compute: ComputeParams) -> str | None:

@@ -27,6 +27,7 @@ from dlrig.params import FitConfig
 from dlrig.progress import NO_PROGRESS, Tally
 from dlrig.select.search import Pruner, Trial
 from dlrig.train.callbacks import Callback
+from dlrig.train.distill import file_sha256
 from dlrig.train.predict import score_proba
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "neg_log_loss")
@@ -54,6 +55,19 @@ def code_fingerprint() -> str:
     versions = {"torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
     names = [str(p.relative_to(root)) for p in files]
     return _digest(versions, names, *[p.read_bytes().hex() for p in files])
+
+
+def device_used(device: str) -> str:
+    """The device a fit runs on, for the cache key: ``auto`` is the device it resolves to on this machine
+    (a CPU result and a GPU result of the same config differ in their last bits), a GPU with its model."""
+    from dlrig.train.fit import resolve_device
+
+    dev = resolve_device(device)  # a missing cuda device is refused here, before any work
+    if dev.type == "cuda":
+        import torch
+
+        return f"cuda:{torch.cuda.get_device_name(dev)}"
+    return dev.type
 
 
 class ResultCache:
@@ -116,6 +130,16 @@ class Pruning(Callback):
             state.request_stop(f"pruned ({self.pruner.kind}) at epoch {epoch}", pruned=True)
 
 
+def _files(cfg: FitConfig) -> tuple[str, ...]:
+    """The sha256 of every checkpoint the fit reads (a distillation teacher, pretrained weights): a config
+    holds their paths, and a file rewritten at the same path must be a miss. Empty when it reads none."""
+    from dlrig.train.transfer import uses_checkpoint, weights_sha256
+
+    teacher, weights = cfg.train.distill.teacher, cfg.train.transfer.pretrained
+    return (*((f"teacher:{file_sha256(teacher)}",) if teacher is not None else ()),
+            *((f"pretrained:{weights_sha256(weights)}",) if uses_checkpoint(cfg) else ()))
+
+
 class TorchScorer:
     """Scores training configs (dotted overrides of ``base``) with the dlrig fit loop."""
 
@@ -142,7 +166,10 @@ class TorchScorer:
             batched = False
         self.batched = batched
         self.cache = cache or ResultCache(None)
-        self._fp = _digest(code_fingerprint(), X, y, n_classes, device)
+        self._fp = _digest(code_fingerprint(), X, y, n_classes, device_used(device))
+        # Records trained ahead by prefetch(), by cache key: the searches replay them (also without a cache
+        # directory). Same keys as the cache, so a record means the same whichever path trained it.
+        self.ready: dict[str, Any] = {}
 
     def resolve(self, jobs: list[Job]) -> list[FitConfig]:
         """The training config each job's fit receives: ``base`` with the job's overrides applied (validated
@@ -161,7 +188,7 @@ class TorchScorer:
         configs = configs if configs is not None else self.resolve(jobs)
         return _digest(
             self._fp, kind, extra,
-            *[(cfg.model_dump(mode="json"), _digest(tr), _digest(te), s)
+            *[(cfg.model_dump(mode="json"), _digest(tr), _digest(te), s, *_files(cfg))
               for cfg, (_, tr, te, s) in zip(configs, jobs, strict=True)],
         )
 
@@ -174,6 +201,7 @@ class TorchScorer:
         *,
         keep_failures: bool = False,
         configs: list[FitConfig] | None = None,
+        holdout_from: int | None = None,
     ) -> list[dict[str, Any]]:
         """Train each (config, train rows, eval rows, seed) job and score it on its eval rows.
 
@@ -181,7 +209,8 @@ class TorchScorer:
         UserError. A diverged fit is still scored when its model predicts finite probabilities (early
         stopping restored an epoch before the divergence). With ``keep_failures`` (the search) a fit that
         raised a UserError, or left nothing to score, is a record with ``metrics`` None; without it (one
-        refit, a baseline) it raises a UserError that names the job.
+        refit, a baseline) it raises a UserError that names the job. Jobs from ``holdout_from`` on are refits
+        trained in the same stack (:meth:`prefetch`): their records keep the history, and a failure raises.
         """
         from dlrig.train import fit, predict_proba
         from dlrig.train.fit import failure_reason, resolve_device
@@ -213,7 +242,12 @@ class TorchScorer:
         if counter is not None:
             counter.done()
         out = []
-        for (overrides, tr, te, s), result, curve in zip(jobs, fitted, curves, strict=True):
+        search_rows = len(jobs) if holdout_from is None else holdout_from
+        for i, ((overrides, tr, te, s), result, curve) in enumerate(zip(jobs, fitted, curves, strict=True)):
+            if i >= search_rows:  # a refit trained in the search's stack: recorded as holdout() records it
+                keep_history = True
+                if isinstance(result, str):
+                    raise UserError(result.removeprefix("error: "))
             if isinstance(result, str):  # the fit raised a UserError: nothing to score
                 rec = {"metrics": None, "n_val": int(len(te)), "pruned": False, "failed": True,
                        "reason": result, "epochs": 0, "best_epoch": 0}
@@ -232,7 +266,7 @@ class TorchScorer:
                     "epochs": len(result.history),
                     "best_epoch": result.best_epoch,
                 }
-            if rec["metrics"] is None and not keep_failures:
+            if rec["metrics"] is None and (not keep_failures or i >= search_rows):
                 raise UserError(f"training {overrides or 'the base config'} on {len(tr)} rows (seed {s}) "
                                 f"failed: {rec['reason']}; lower optim.lr or fix the params named")
             if pruner is not None:
@@ -257,7 +291,7 @@ class TorchScorer:
 
         many = [FitJob(tr, cfg, s) for (_, tr, _, s), cfg in zip(jobs, configs, strict=True)]
         try:
-            return fit_many(self.X, self.y, self.n_classes, many, device=self.device, on_epoch=on_epoch)
+            return self._stacks(many, on_epoch)
         except UserError:
             if not keep_failures:
                 raise
@@ -271,6 +305,105 @@ class TorchScorer:
                 out.append(f"error: {exc}")
         return out
 
+    def _stacks(self, many: list, on_epoch=None) -> list[Any]:
+        """fit_many (the hand-written MLP stack), and on a GPU, for the jobs it would give to fit() one by
+        one but torch.func can stack (CNNs: :mod:`dlrig.train.stacked_func`), fit_stacked; results in job
+        order. Not on a CPU: there vmap turns each convolution into a grouped one, no faster than separate
+        ones (bench/cnn_stacked.py: 1.0x in CPU time), and a stacked CNN's last weight bits depend on which
+        models share its stack -- a fit's result must depend on its own key only, so CPU fits stay one by one.
+        """
+        from dlrig.train.batched import batch_key, fit_many
+        from dlrig.train.fit import resolve_device
+        from dlrig.train.stacked_func import fit_stacked, stack_key
+
+        shape = self.X.shape[1:]
+        gpu = resolve_device(self.device).type == "cuda"
+        func = {j for j, job in enumerate(many) if gpu and batch_key(job.config) is None
+                and stack_key(job.config, shape, self.n_classes) is not None}
+        if not func:
+            return fit_many(self.X, self.y, self.n_classes, many, device=self.device, on_epoch=on_epoch)
+        out: list[Any] = [None] * len(many)
+        for trainer, idx in ((fit_many, [j for j in range(len(many)) if j not in func]),
+                             (fit_stacked, sorted(func))):
+            if not idx:
+                continue
+            back = None if on_epoch is None else (lambda i, record, idx=idx: on_epoch(idx[i], record))
+            done = trainer(self.X, self.y, self.n_classes, [many[j] for j in idx], device=self.device,
+                           on_epoch=back)
+            for j, result in zip(idx, done, strict=True):
+                out[j] = result
+        return out
+
+    def _fit_score_shared(self, jobs: list[Job], configs: list[FitConfig], n_jobs: int) -> list[dict]:
+        """:meth:`fit_score` of search jobs in ``n_jobs`` processes: every stack (model shape) is cut into
+        ``n_jobs`` near-equal shares, one per process, so each process trains the same amount of work."""
+        from joblib import Parallel, delayed
+
+        from dlrig.train.batched import batch_key
+
+        groups: dict[Any, list[int]] = {}
+        for i, cfg in enumerate(configs):
+            key = batch_key(cfg)
+            groups.setdefault(i if key is None else key, []).append(i)  # fit() jobs: one "stack" each
+        shares: list[list[int]] = [[] for _ in range(n_jobs)]
+        for p, members in enumerate(groups.values()):
+            for q, part in enumerate(np.array_split(np.asarray(members), n_jobs)):
+                shares[(p + q) % n_jobs] += part.tolist()  # rotated: single fit() jobs spread out too
+        shares = [sorted(share) for share in shares if share]
+        parts = Parallel(n_jobs=len(shares), backend="loky")(
+            delayed(_fit_share)(self, [jobs[i] for i in share], [configs[i] for i in share])
+            for share in shares)
+        from dlrig.train import work
+
+        records: list[dict] = [{}] * len(jobs)
+        for share, (part, done) in zip(shares, parts, strict=True):
+            work.merge(done)
+            for i, record in zip(share, part, strict=True):
+                records[i] = record
+        return records
+
+    def prefetch(self, calls: list[tuple], holdouts: list[tuple] = (), n_jobs: int = 1) -> None:
+        """Train, as one fit_many call, every job of several later ``cv_trials(configs, folds, None, seed)``
+        ``calls`` and ``holdout(config, train, test, seed)`` ``holdouts`` that the cache does not have.
+
+        fit_many stacks every job of one shape into one model, so the fits of all outer folds train
+        together (bigger stacks: fewer, wider steps) instead of one call's fits at a time. Each call's
+        records are cached under the key that call computes, and kept in :attr:`ready` for it. An MLP
+        fit's numbers do not depend on which other models share its stack (tests/select/test_upfront.py:
+        byte-identical selections), a torch.func (CNN) fit's only in the last bits; so with ``n_jobs`` > 1
+        the stacks are cut into shares trained in that many processes.
+        """
+        todo: list[tuple[str, int, int, str]] = []  # (key, first job, jobs, kind); holdouts after the calls
+        jobs: list[Job] = []
+        configs: list[FitConfig] = []
+        units = [("cv", [(c, tr, te, seed) for c in cs for tr, te in folds], None)
+                 for cs, folds, seed in calls]
+        units += [("holdout", [(c, tr, te, seed)], (False, "history")) for c, tr, te, seed in holdouts]
+        for kind, unit, extra in units:
+            resolved = self.resolve(unit)
+            key = self.jobs_key(kind, unit, extra, resolved)
+            if key in self.ready:
+                continue
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.ready[key] = cached
+                self.progress.fits(len(unit))
+                continue
+            todo.append((key, len(jobs), len(unit), kind))
+            jobs += unit
+            configs += resolved
+        if not jobs:
+            return
+        n_cv = sum(n for _, _, n, kind in todo if kind == "cv")
+        if n_jobs > 1 and not holdouts:
+            records = self._fit_score_shared(jobs, configs, n_jobs)
+        else:
+            records = self.fit_score(jobs, None, keep_failures=True, configs=configs, holdout_from=n_cv)
+        for key, first, n, kind in todo:
+            value = records[first : first + n] if kind == "cv" else records[first]
+            self.cache.put(key, value)
+            self.ready[key] = value
+
     def cv_trials(
         self, configs: list[dict[str, Any]], folds, pruner: Pruner | None, seed: int
     ) -> list[Trial]:
@@ -278,6 +411,10 @@ class TorchScorer:
         extra = None if pruner is None else (pruner.kind, pruner.after, pruner.curves)
         resolved = self.resolve(jobs)
         key = self.jobs_key("cv", jobs, extra, resolved)
+        if key in self.ready:  # trained (or read) by prefetch(), which counted it
+            results = self.ready[key]
+            return [self._trial(config, results[i * len(folds) : (i + 1) * len(folds)])
+                    for i, config in enumerate(configs)]
         results = self.cache.get(key)
         if results is None:
             results = self.fit_score(jobs, pruner, keep_failures=True, configs=resolved)
@@ -323,8 +460,10 @@ class TorchScorer:
         jobs = [(config, train, test, seed)]
         resolved = self.resolve(jobs)
         key = self.jobs_key("holdout", jobs, (keep_proba, "history"), resolved)
-        result = self.cache.get(key)
-        if result is None:
+        result = self.ready[key] if key in self.ready else self.cache.get(key)  # ready: prefetch counted it
+        if key in self.ready:
+            pass
+        elif result is None:
             result = self.fit_score(jobs, None, keep_proba=keep_proba, keep_history=True, configs=resolved)[0]
             self.cache.put(key, result)
         else:
@@ -332,6 +471,20 @@ class TorchScorer:
         if refit_info is not None:
             refit_info.update(history=result.get("history"), best_epoch=result.get("best_epoch"))
         return result["metrics"]  # a refit that fails raised a UserError in fit_score: nothing is cached
+
+
+def _fit_share(scorer: TorchScorer, jobs: list[Job], configs: list[FitConfig]) -> list[dict]:
+    """One process's share of the search stacks (:meth:`TorchScorer._fit_score_shared`), one torch thread."""
+    import torch
+
+    from dlrig.select.run import _exit_with_parent
+    from dlrig.train import work
+
+    _exit_with_parent()  # a killed stage takes its workers with it (see select.run)
+    torch.set_num_threads(1)
+    before = work.snapshot()
+    records = scorer.fit_score(jobs, None, keep_failures=True, configs=configs)
+    return records, work.since(before)  # the fits this process trained, for the parent's cost record
 
 
 class SklearnScorer:

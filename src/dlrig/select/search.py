@@ -1,6 +1,18 @@
 """Search strategies over a :mod:`dlrig.select.space`: grid (with refinement), quasi-random, Bayesian
 (Optuna) and coordinate descent; a budget, a satisficing stop and pruning of bad trials.
 
+``search.budget_minutes`` ends a random, bayes or coordinate search when its wall-clock time is up: the
+budget is checked before each trial (never before the first), trials then run one at a time (as with
+``stop_when``), and the record says ``stopped: budget`` with the trials reached and how to reproduce the
+run without the clock (``n_trials`` = trials reached: random takes a prefix of the same Sobol sequence,
+coordinate the same order, bayes the same proposals while its start-up count does not change). A grid is
+never cut short -- its first points in product order are one corner of the space, not a sample of it --
+so params refuse ``strategy: grid`` with a budget, and a depth-3 candidate's grid ignores it (and says
+so). The budget is no part of any fit or cache key: a trial's numbers are those of its config trained
+one at a time, whatever the budget (the cache finds them under the same keys with any budget); without a
+budget, random and coordinate stack a batch of trials, which changes their numbers in the last bits (and
+the dropout masks), so a reproduction keeps a budget it does not reach (the record's note says so).
+
 A strategy never trains anything itself. It proposes configs and hands batches of them to ``evaluate``,
 which returns one :class:`Trial` per config (scored on the folds the caller chose). So the same search
 runs on a torch model, a scikit-learn estimator (the oracle test) or a fake.
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +38,7 @@ from dlrig.params import SearchParams
 from dlrig.select.space import Dimension, config_key
 
 TRIAL_STATES = ("complete", "pruned", "failed")
+_clock = time.monotonic  # the budget's clock (tests replace it)
 
 
 @dataclass
@@ -110,34 +124,48 @@ class SearchResult:
     trials: list[Trial]
     best: Trial
     stopped_early: bool  # satisficing stop reached
+    budget: dict[str, Any] | None = None  # with search.budget_minutes: what it did (_Runner.budget_record)
 
     def to_json(self) -> dict[str, Any]:
+        # The budget keys appear only with a budget: without one the record is byte for byte as before.
         return {
             "trials": [t.to_json() for t in self.trials],
             "best_trial": self.best.number,
             "best_config": self.best.config,
             "best_score": round(self.best.score, 6),
             "stopped_by_target": self.stopped_early,
+            **(self.budget or {}),
         }
 
 
 class _Runner:
     """Keeps the trials, reuses configs already evaluated, enforces budget and the satisficing stop."""
 
-    def __init__(self, evaluate: Evaluate, params: SearchParams) -> None:
+    def __init__(self, evaluate: Evaluate, params: SearchParams, *, budget: bool = True) -> None:
         self.evaluate, self.params = evaluate, params
         self.trials: list[Trial] = []
         self.seen: dict[tuple, Trial] = {}
         self.pruner = Pruner(params.pruning, params.prune_after) if params.pruning != "none" else None
         self.done = False
+        self.stopped: str | None = None  # "target" (stop_when reached) or "budget" (budget_minutes used up)
+        minutes = params.budget_minutes if budget else None
+        self.deadline = None if minutes is None else _clock() + 60.0 * minutes
 
-    def run(self, configs: list[dict[str, Any]]) -> list[Trial]:
-        """Evaluate the configs not seen before (one by one when a stop rule needs the order)."""
+    def out_of_time(self) -> bool:
+        """The budget is used up (checked between trials; the first trial always runs)."""
+        if self.deadline is None or not self.trials or _clock() < self.deadline:
+            return False
+        self.done, self.stopped = True, self.stopped or "budget"
+        return True
+
+    def run(self, configs: list[dict[str, Any]], *, check_budget: bool = True) -> list[Trial]:
+        """Evaluate the configs not seen before (one by one when a stop rule needs the order);
+        ``check_budget=False``: the caller has just checked :meth:`out_of_time`."""
         fresh = [c for c in dict.fromkeys(map(config_key, configs)) if c not in self.seen]
-        sequential = self.params.stop_when is not None or self.pruner is not None
+        sequential = self.params.stop_when is not None or self.pruner is not None or self.deadline is not None
         batches = [[c] for c in fresh] if sequential else [fresh] if fresh else []
         for batch in batches:
-            if self.done:
+            if self.done or (check_budget and self.out_of_time()):
                 break
             for key, trial in zip(batch, self.evaluate([dict(k) for k in batch], self.pruner), strict=True):
                 trial.number = len(self.trials)
@@ -145,7 +173,7 @@ class _Runner:
                 self.seen[key] = trial
                 target = self.params.stop_when
                 if target is not None and trial.score is not None and trial.score >= target:
-                    self.done = True
+                    self.done, self.stopped = True, self.stopped or "target"
         return [self.seen[config_key(c)] for c in configs if config_key(c) in self.seen]
 
     def best(self) -> Trial:
@@ -158,6 +186,31 @@ class _Runner:
             if hits:
                 return hits[0]  # satisficing: the first config that is good enough
         return max(complete, key=lambda t: (t.score, -t.number))  # ties: the earliest
+
+    def budget_record(self, strategy: str, n_trials: int, sampler: str | None = None
+                      ) -> dict[str, Any] | None:
+        """What ``search.budget_minutes`` did, for the search record (None without a budget); ``sampler``:
+        what :func:`bayes_search` returned."""
+        minutes = self.params.budget_minutes
+        if minutes is None:
+            return None
+        if strategy == "grid":
+            return {"budget_minutes": minutes, "stopped": None,
+                    "budget_note": "not applied: a grid runs all its points"}
+        reached = len(self.trials)
+        record = {"budget_minutes": minutes, "stopped": self.stopped, "trials_reached": reached}
+        if self.stopped != "budget":
+            return record
+        note = f"to reproduce, set search.n_trials to {reached}"
+        if sampler is not None and startup_trials(sampler, reached) != startup_trials(sampler, n_trials):
+            note += (f" (not exact for bayes here: its sampler's start-up trials depend on n_trials, "
+                     f"{startup_trials(sampler, n_trials)} at {n_trials}, "
+                     f"{startup_trials(sampler, reached)} at {reached})")
+        if strategy != "bayes" and self.params.stop_when is None and self.pruner is None:
+            note += ("; keep a budget_minutes it does not reach: with a budget, trials are trained one at a "
+                     "time, while without one they are stacked, which changes their numbers (dropout masks, "
+                     "float rounding)")
+        return {**record, "budget_note": note}
 
 
 def _none_complete(trials: list[Trial]) -> str:
@@ -226,6 +279,11 @@ def coordinate_search(dims: list[Dimension], runner: _Runner, start: dict[str, A
             current = dict(max(scored, key=lambda t: (t.score, -t.number)).config)
 
 
+def startup_trials(sampler: str, n_trials: int) -> int:
+    """Random trials before :func:`bayes_search`'s sampler ("gp" or "tpe") starts modelling."""
+    return min(5, max(n_trials // 2, 1)) if sampler == "gp" else min(5, n_trials)
+
+
 def bayes_search(
     dims: list[Dimension], runner: _Runner, n_trials: int, seed: int, storage: str | None = None
 ) -> str:
@@ -249,25 +307,26 @@ def bayes_search(
     all_ranges = all(d.low is not None for d in dims) and storage is None
     if storage is not None:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=min(5, n_trials), constant_liar=True
+            seed=seed, n_startup_trials=startup_trials("tpe", n_trials), constant_liar=True
         )
     elif all_ranges:
         sampler = optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=min(5, max(n_trials // 2, 1))
+            seed=seed, n_startup_trials=startup_trials("gp", n_trials)
         )
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, n_trials))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials("tpe", n_trials))
     if storage is None:
         study = optuna.create_study(direction="maximize", sampler=sampler)
     else:
         study = optuna.create_study(direction="maximize", sampler=sampler, storage=_storage(storage),
                                     study_name=study_name(dims, n_trials, seed), load_if_exists=True)
     asked = 0
-    while len(runner.trials) < n_trials and not runner.done:
+    # The budget is checked before asking, so no asked trial is left untold in the study.
+    while len(runner.trials) < n_trials and not runner.done and not runner.out_of_time():
         asked += 1
         ot = study.ask(dists)
         config = {d.name: d.cast(ot.params[d.name]) if d.low is not None else ot.params[d.name] for d in dims}
-        trial = runner.run([config])[0]  # a point proposed again reuses its first evaluation
+        trial = runner.run([config], check_budget=False)[0]  # a point proposed again reuses its evaluation
         if trial.failed:  # the sampler learns nothing from it (Optuna's FAIL), and never proposes it as best
             study.tell(ot, state=optuna.trial.TrialState.FAIL)
         elif trial.score is None:
@@ -310,8 +369,9 @@ def run_search(
     strategy: str | None = None,
 ) -> SearchResult:
     """Run the configured strategy (or ``strategy``) and return every trial and the best one."""
-    runner = _Runner(evaluate, params)
     strategy = strategy or params.strategy
+    runner = _Runner(evaluate, params, budget=strategy != "grid")  # a grid is never cut short
+    sampler = None
     if not dims:
         runner.run([{}])
     elif strategy == "grid":
@@ -321,7 +381,8 @@ def run_search(
     elif strategy == "coordinate":
         coordinate_search(dims, runner, start, params.n_trials)
     elif strategy == "bayes":
-        bayes_search(dims, runner, params.n_trials, seed, params.storage)
+        sampler = bayes_search(dims, runner, params.n_trials, seed, params.storage)
     else:  # pragma: no cover - params refuse it
         raise ValueError(f"unknown strategy {strategy!r}")
-    return SearchResult(runner.trials, runner.best(), runner.done)
+    return SearchResult(runner.trials, runner.best(), runner.stopped == "target",
+                        runner.budget_record(strategy if dims else "none", params.n_trials, sampler))

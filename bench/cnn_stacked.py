@@ -1,0 +1,115 @@
+"""CNN nested cross-validation: stacked through torch.func (dlrig.train.stacked_func) vs one fit at a time.
+
+Run by hand from the repo root:  .venv/bin/python bench/cnn_stacked.py [--epochs 10] [--repeats 2]
+Prints a table and writes bench/results/cnn_stacked.json. Never part of the test suite.
+
+Workload: sklearn digits as 1 x 8 x 8 images (1797), the train stage's path (``select_config``): nested CV,
+outer 5 x inner 3 folds, a grid of 2 learning rates of one CNN (channels [16, 32], dense head 64, depth 2,
+relu, dropout 0, Adam, constant lr, batch 64, no early stopping), final selection included: 5 x (2 x 3 + 1)
++ 2 x 3 = 41 fits. Two variants, interleaved in rounds, in this one process (one torch thread, no cache):
+
+  stacked   the scorer as the train stage runs it: every (outer fold x inner fold) fit of a config in one
+            torch.func stack (vmap(grad(functional_call))), the outer refits in another
+  loop      the same selection with the scorer's stacking off: fit() once per fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from dlrig.data.dataset import Dataset
+from dlrig.params import parse_params
+from dlrig.select import run as select_run
+from dlrig.select.run import select_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def params(epochs: int):
+    return parse_params({
+        "seed": 0,
+        "model": {"name": "cnn", "channels": [16, 32], "hidden": 64, "depth": 2, "activation": "relu",
+                  "dropout": 0.0},
+        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
+        "schedule": {"name": "constant"},
+        "train": {"epochs": epochs, "batch_size": 64, "standardize": "feature", "early_stopping": None},
+        "cv": {"depth": 2, "outer_folds": 5, "inner_folds": 3},
+        "search": {"strategy": "grid", "space": {"optim.lr": [1e-3, 3e-3]}},
+        "compute": {"torch_threads": 1, "n_jobs": 1, "cache_dir": None},
+    })
+
+
+class _Loop(select_run.TorchScorer):
+    """The scorer with stacking off (``batched=False``): fit() once per fit."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "batched": False})
+
+
+def one(variant: str, data: Dataset, epochs: int) -> dict:
+    select_run.TorchScorer = _Loop if variant == "loop" else _Scorer
+    try:
+        start, cpu = time.perf_counter(), time.process_time()
+        report = select_config(params(epochs), data, progress=False, log=lambda _line: None)
+        return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                "mean_accuracy": report.summary["mean"], "fold_accuracy": report.summary["scores"],
+                "final": report.final.config}
+    finally:
+        select_run.TorchScorer = _Scorer
+
+
+_Scorer = select_run.TorchScorer
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--out", default="bench/results/cnn_stacked.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    X, y = load_digits(return_X_y=True)
+    data = Dataset(X.reshape(-1, 1, 8, 8).astype(np.float32), y, [str(k) for k in range(10)], "digits")
+    runs: dict[str, list[dict]] = {"stacked": [], "loop": []}
+    for _ in range(args.repeats):
+        for variant in runs:
+            load = os.getloadavg()[0]
+            r = one(variant, data, args.epochs)
+            r["load_average_1min"] = load
+            runs[variant].append(r)
+            print(f"{variant:8s} {r['seconds']:7.1f} s wall, {r['cpu_seconds']:7.1f} s cpu, "
+                  f"accuracy {r['mean_accuracy']:.4f} (load {load:.1f})", flush=True)
+    pairs = list(zip(runs["loop"], runs["stacked"], strict=True))
+    ratios = [a["seconds"] / b["seconds"] for a, b in pairs]
+    cpu_ratios = [a["cpu_seconds"] / b["cpu_seconds"] for a, b in pairs]
+    summary = {"speedup_wall_median": statistics.median(ratios),
+               "speedup_wall_range": [min(ratios), max(ratios)],
+               "speedup_cpu_median": statistics.median(cpu_ratios),
+               "accuracy_stacked_minus_loop": pairs[0][1]["mean_accuracy"] - pairs[0][0]["mean_accuracy"]}
+    print(f"stacked vs loop: {summary['speedup_wall_median']:.1f}x wall (per-round range "
+          f"{min(ratios):.1f}-{max(ratios):.1f}), {summary['speedup_cpu_median']:.1f}x cpu; accuracy "
+          f"{summary['accuracy_stacked_minus_loop']:+.4f}")
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "load_average_after": os.getloadavg()},
+        "workload": {"data": "sklearn digits as 1x8x8", "epochs": args.epochs, "fits": 41,
+                     "model": "cnn channels [16, 32], head 64, adam, constant lr, batch 64"},
+        "summary": summary, "runs": runs}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
