@@ -110,9 +110,9 @@ def test_malformed_label_results_are_refused_naming_the_file_and_command(tmp_pat
 
 
 def test_a_study_without_a_renderer_is_refused(tmp_path):
-    with pytest.raises(UserError, match=r"grokking\.json: no section renderer for the study 'grokking' "
-                                        r"\(known: \['labels'\]\)"):
-        _build(tmp_path, {"grokking": {"verdict": "x"}})
+    with pytest.raises(UserError, match=r"sharpest\.json: no section renderer for the study 'sharpest' "
+                                        r"\(known: \['augmentation', .*'labels', .*'transfer'\]\)"):
+        _build(tmp_path, {"sharpest": {"verdict": "x"}})
 
 
 @pytest.mark.parametrize("verdict", ["", 3, ["a"]])

@@ -275,3 +275,17 @@ def labels_section(results: Mapping[str, Any], figures: Figures) -> Markup:
         detection=detection,
         wrong_vs_right=_wrong_vs_right(results["wrong_vs_right"]),
     )
+
+
+# Each study's section lives in its own module (report/study_<name>.py), which registers itself with @study
+# on import; imported here, after the registry, so loading the studies page loads every section.
+from dlrig.report import (  # noqa: E402
+    study_augmentation,  # noqa: F401
+    study_distillation,  # noqa: F401
+    study_double_descent,  # noqa: F401
+    study_gradients,  # noqa: F401
+    study_grokking,  # noqa: F401
+    study_lr_range,  # noqa: F401
+    study_overparam,  # noqa: F401
+    study_transfer,  # noqa: F401
+)
