@@ -43,6 +43,7 @@ QUERIES = [
     (r"dvc (metrics|plots) show(\s+.*)?", "before"),
     (r"dlrig predict\s+\S+\s+\S+(\s+--\S+(\s+[^-\s]\S*)?)*", "before"),
     (r"dlrig plots(\s+\S+)*", "before"),
+    (r"dlrig lr-range(\s+--\S+(\s+[^-\s]\S*)?)*", "before"),  # prints a suggestion; edits nothing
     (r"dvc exp show(\s+.*)?", "after"),
     (r"dvc (metrics|plots) diff(\s+.*)?", "after"),
 ]

@@ -47,7 +47,25 @@ def shrink(params: dict) -> dict:
     params["compare"]["five_by_two"] = False
     params["compute"].update(n_jobs=1, cache_dir=".cache/dlrig")  # the two repos run on one core each
     params["studies"]["labels"].update(noise_rates=[0.0, 0.4], ratios=[1.0, 10.0], folds=2)
+    for name, small in STUDIES_SMALL.items():
+        params["studies"][name].update(small)
     return params
+
+
+# Every study at a few seconds: the recipes check that each runs and writes its page, not its findings
+# (tests/studies/ check those on their own small settings, and the committed page holds the real run).
+STUDIES_SMALL = {
+    "double_descent": {"subset": 200, "widths": [1, 8, 64], "epochs": 20, "epoch_width": None},
+    "overparam": {"widths": [4, 32], "batch_sizes": [32, 128], "epochs": 2, "min_steps": 10, "directions": 10},
+    "grokking": {"modular": {"p": 13, "op": "add"}, "steps": 40, "evals": 6},
+    "gradients": {"depths": [3, 5], "activations": ["sigmoid", "relu"], "inits": ["default", "kaiming_normal"],
+                  "steps": 5, "remedy_depth": 5},
+    "lr_range": {"steps": 30, "seeds": 3},
+    "augmentation": {"per_class": [5, 10], "epochs": 2, "min_steps": 5},
+    "distillation": {"folds": 2, "epochs": 2},
+    "transfer": {"samples_per_class": [5, 10], "modes": ["scratch", "linear_probe"], "extractors": ["pca"],
+                 "min_steps": 5},
+}
 
 
 # ------------------------------------------------------------------------------------------ a repo
@@ -355,8 +373,15 @@ def check(recipe: Recipe, result: Result, lanes: Lanes) -> None:
     if command.startswith("dvc exp show"):
         ran = [r.name for r in RECIPES if r.name and r.lane == "digits" and r.command in lanes.results]
         assert all(name in result.output for name in ran), result.tail()
-    if recipe.kind == "studies":
-        assert read_json(lanes.repos["digits"] / "reports/studies/labels.json")
+    if recipe.kind == "studies":  # `dvc repro studies/dvc.yaml[:<name>]`: that study's results, or all
+        name = command.partition(":")[2]
+        studies = [name] if name else ["labels", *STUDIES_SMALL]
+        for study in studies:
+            if study != "pretrain":  # the transfer study's source model: a checkpoint, no results file
+                results = read_json(lanes.repos["digits"] / f"reports/studies/{study}.json")
+                assert results and (study == "labels" or results.get("verdict")), study
+        if not name:
+            assert (lanes.repos["digits"] / "reports/studies/report.html").is_file()
     if command.startswith("dvc queue start"):
         n_queued = sum(1 for r in RECIPES if r.kind == "session" and r.command.startswith("dvc exp run --queue"))
         assert facts["tasks"] == ["Success"] * n_queued, result.tail()

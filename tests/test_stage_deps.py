@@ -83,6 +83,13 @@ def test_write_restores_the_code_deps_and_keeps_the_rest(tmp_path):
     assert sd.problems(tmp_path)
     assert sd.write_code_deps(tmp_path) == ["dvc.yaml"]
     assert (tmp_path / "dvc.yaml").read_text() == original and sd.problems(tmp_path) == []
+    # studies/dvc.yaml's pretrain header carries a comment (`pretrain:   # ...`): its deps are its own
+    studies = (tmp_path / "studies/dvc.yaml").read_text()
+    assert "  pretrain:  " in studies
+    (tmp_path / "studies/dvc.yaml").write_text(studies.replace(
+        "      - stages/studies/pretrain.py\n", "      - stages/studies/pretrain.py\n      - src/dlrig/report/html.py\n", 1))
+    assert sd.write_code_deps(tmp_path) == ["studies/dvc.yaml"]
+    assert (tmp_path / "studies/dvc.yaml").read_text() == studies and sd.problems(tmp_path) == []
 
 
 def test_the_walk_follows_every_kind_of_import(tmp_path):

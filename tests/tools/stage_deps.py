@@ -415,11 +415,12 @@ def write_code_deps(root: Path = ROOT) -> list[str]:
         out, stage, in_deps, inserted = [], None, False, False
         for line in lines:
             stripped = line.strip()
+            key = stripped.split(" #")[0].rstrip()  # a header may carry a comment: `pretrain:   # why`
             indent = len(line) - len(line.lstrip())
-            if indent == 2 and stripped.endswith(":") and not stripped.startswith("-"):
-                stage, in_deps, inserted = by_name.get(stripped[:-1]), False, False
-            elif stage is not None and indent == 4 and stripped.endswith(":"):
-                in_deps, inserted = stripped == "deps:", False
+            if indent == 2 and key.endswith(":") and not key.startswith("-"):
+                stage, in_deps, inserted = by_name.get(key[:-1]), False, False
+            elif stage is not None and indent == 4 and key.endswith(":"):
+                in_deps, inserted = key == "deps:", False
             dep = stripped[2:].split("#")[0].strip()
             if in_deps and stripped.startswith("- ") and is_code(dep) and not is_data(dep, root):
                 if not inserted:
