@@ -161,7 +161,7 @@ def test_models_are_independent_and_scalers_see_only_their_own_rows(data):
 
 
 def test_dropout_trains_as_well_as_fit(data):
-    """Dropout masks come from the stack's own generator, not fit()'s global RNG: the numbers differ,
+    """Dropout masks come from each model's own generator, not fit()'s global RNG: the numbers differ,
     the training does not. Same accuracy on held-out rows within a few points."""
     X, y, folds = data
     config = BASE.with_overrides({"model.dropout": 0.3, "train.epochs": 25, "optim.lr": 0.01,
@@ -175,6 +175,27 @@ def test_dropout_trains_as_well_as_fit(data):
     stacked = np.mean([held_out_accuracy(r, j) for r, j in zip(fit_many(X, y, 3, jobs), jobs, strict=True)])
     alone = np.mean([held_out_accuracy(reference(X, y, j), j) for j in jobs])
     assert stacked > 0.8 and abs(stacked - alone) < 0.05
+
+
+def test_a_models_training_does_not_depend_on_its_stack_mates(data):
+    """The fit cache keys a fit by its own config, rows and seed: with dropout on, a model trained alone and
+    in a stack with others (other lrs, dropout rates, seeds and row counts -- a wider padded batch, early
+    finishers leaving) must draw the same masks and learn the same weights."""
+    X, y, folds = data
+    config = BASE.with_overrides({"model.dropout": 0.3, "train.epochs": 6, "train.batch_size": 33})
+    job = FitJob(folds[0], config, seed=5)
+    mates = [FitJob(folds[1], config.with_overrides({"optim.lr": 0.01, "model.dropout": 0.1}), seed=7),
+             FitJob(folds[2], config.with_overrides({"train.epochs": 2}), seed=5),
+             FitJob(folds[3], config, seed=9)]
+    (alone,) = fit_many(X, y, 3, [job])
+    together = fit_many(X, y, 3, [mates[0], job, *mates[1:]])[1]
+    # The same masks and batches: the same training to float32 rounding (a stack's matrix products sum over
+    # its padded width, so the last bits may move). With one generator per stack the masks differed, and
+    # the weights by far more than rounding.
+    for a, b in zip(alone.model.state_dict().values(), together.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5)
+    assert [r["val_loss"] for r in alone.history] == pytest.approx([r["val_loss"] for r in together.history],
+                                                                   rel=1e-5)
 
 
 def test_unbatchable_jobs_fall_back_to_fit_in_job_order(data):

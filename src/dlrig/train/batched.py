@@ -48,8 +48,11 @@ tests/train/test_batched.py (``test_stacked_loss_is_autograd_of_fits_loss``,
   finished (epochs, early stopping, divergence, pruning) leaves the stack.
 
 With dropout 0 the histories and predictions agree with ``fit()`` to float32 rounding (tests/train/
-test_batched.py). Dropout masks come from one generator per stack, not fit's global RNG: statistically
-the same training, not the same numbers.
+test_batched.py). Dropout masks come from one generator per model (seeded from its job's seed), not fit's
+global RNG: statistically the same training, not the same numbers. A model draws its masks only at the
+steps it has a batch, in blocks of ``batch_size + 1`` rows whatever the stack's padded width, so what a
+model learns does not depend on which other models share its stack (the fit cache keys a fit by its own
+config, rows and seed) beyond float32 rounding: the stack's matrix products sum over its padded width.
 
 Jobs whose config cannot be batched (:func:`batch_key` is None: CNNs, optimizers other than sgd/adam/adamw,
 any training key this module does not know) are trained by ``fit()`` one by one, with the same result type.
@@ -341,8 +344,8 @@ class _Stack:
         self.scale = torch.stack(scale).unsqueeze(1).to(dev)
         # Padded batch width: the largest batch of any model (a merged last batch can be batch_size + 1).
         self.width = max(max(m.batch_size, len(m.fit_rows) - (m.steps - 1) * m.batch_size) for m in models)
-        seeds = np.random.SeedSequence([m.job.seed for m in models]).generate_state(1)
-        self.dropout_gen = torch.Generator(device=dev).manual_seed(int(seeds[0]))
+        self.dropout_gens = [torch.Generator(device=dev).manual_seed(
+            int(np.random.SeedSequence([m.job.seed, 1]).generate_state(1)[0])) for m in models]
         self._init_state()
         return self
 
@@ -414,6 +417,7 @@ class _Stack:
     def _keep(self, rows: list[int]) -> None:
         """Keep only the models at ``rows`` (the others have finished)."""
         self.models = [self.models[r] for r in rows]
+        self.dropout_gens = [self.dropout_gens[r] for r in rows]
         if not rows:
             return
         idx = torch.tensor(rows, dtype=torch.long, device=self.dev)
@@ -426,6 +430,17 @@ class _Stack:
             self.best_theta = self.best_theta.index_select(0, idx)
             self.best_running = [[t.index_select(0, idx) for t in pair] for pair in self.best_running]
         self._derive()
+
+    def _uniforms(self, h: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """U(0, 1) draws shaped like ``h [M, R, W]`` for a dropout mask: each model with a batch (``active
+        [M, 1]``) draws ``batch_size + 1`` rows from its own generator; padding rows get 1 (dropped, and
+        masked out of the loss anyway). Independent of the stack's other models and its padded width."""
+        u = torch.ones(h.shape, device=h.device)
+        for i in torch.nonzero(active.view(-1)).view(-1).tolist():
+            block = self.models[i].batch_size + 1  # the largest batch a model has (a merged last batch)
+            draw = torch.rand((block, h.shape[2]), generator=self.dropout_gens[i], device=h.device)
+            u[i, : min(block, h.shape[1])] = draw[: h.shape[1]]
+        return u
 
     # ------------------------------------------------------------------------------- forward, backward
     def _forward(self, h: torch.Tensor, batch: tuple | None = None) -> tuple[torch.Tensor, list | None]:
@@ -448,8 +463,7 @@ class _Stack:
                 saved = (z, h)
             elif kind == "dropout":
                 if batch is not None and self.keep is not None:
-                    saved = (torch.rand(h.shape, generator=self.dropout_gen, device=h.device) < self.keep) \
-                        / self.keep
+                    saved = (self._uniforms(h, batch[2]) < self.keep) / self.keep
                     h = h * saved
             elif kind == "ln":
                 out, mean, rstd = torch.native_layer_norm(h, h.shape[-1:], None, None, op["eps"])
