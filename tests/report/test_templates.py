@@ -42,3 +42,22 @@ def test_line_breaks_join_words_with_a_space_and_vanish_next_to_tags():
     env = Environment(loader=DictLoader({"t.html.j2": "<p>one\n   two\n   <b>{{ x }}</b>\n</p>\n{% if 1 %}\n<i>\n{{ x }}\n</i>{% endif %}\n"}),
                       autoescape=True, extensions=[markup.JoinLines])
     assert env.get_template("t.html.j2").render(x="a\nb") == "<p>one two<b>a\nb</b></p><i>a\nb</i>"
+
+
+def test_no_template_glues_a_value_to_a_word_across_a_line_break():
+    """JoinLines drops a break next to ``{{ }}``: a value at a line's end followed by a word on the next
+    (or a word then a value) would print glued together ("GPU)at"); keep them on one line."""
+    import re
+    from pathlib import Path
+
+    import dlrig.report
+
+    glued = []
+    for path in sorted((Path(dlrig.report.__file__).parent / "templates").glob("*.j2")):
+        lines = path.read_text().split("\n")
+        for i, (a, b) in enumerate(zip(lines, lines[1:], strict=False), 1):
+            a, b = a.rstrip(), b.lstrip()
+            if (a.endswith("}}") and re.match(r"[\w(\[]", b)) or (
+                    re.search(r"[\w.,;:)]$", a) and b.startswith("{{")):
+                glued.append(f"{path.name}:{i}")
+    assert not glued
