@@ -17,8 +17,8 @@ the outer-test part; then the final selection searches the grid once more on all
   train         ``dlrig.select.run.select_config(params, dataset)``, exactly as stages/train.py calls it
                 (compute.n_jobs 1, compute.torch_threads 1, no fit cache)
   train_jobs2   the same with compute.n_jobs 2
-  per_fold      the same with n_jobs 2 and the up-front stacking switched off: each selection's fits in
-                their own stack, the outer folds in 2 worker processes (the train stage before issue 14)
+  upfront       n_jobs 1 with every selection's fits stacked together up front (what a GPU run does;
+                on a CPU the train stage keeps one selection's fits per stack: see run._bigger_stacks_pay)
 
 Every variant runs in its own fresh Python process, started by this script, in interleaved rounds
 (round-robin, so load drift hits all alike). Two times per run: ``process`` is the whole process's wall time
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("skorch", "train", "train_jobs2", "per_fold")
+VARIANTS = ("skorch", "train", "train_jobs2", "upfront")
 SEED = 0
 GRID = {"optim.lr": [1e-3, 3e-3], "optim.weight_decay": [0.0, 1e-4], "model.hidden": [64, 128]}
 
@@ -77,12 +77,13 @@ def run_train(X, y, epochs: int, variant: str) -> dict:
     import torch
 
     from dlrig.data.dataset import Dataset
-    from dlrig.select.nested import NestedCV
     from dlrig.select.run import select_config
 
-    params = workload_params(epochs, n_jobs=1 if variant == "train" else 2)
-    if variant == "per_fold":
-        NestedCV.upfront = lambda self: False  # the path before issue 14: one selection's fits per stack
+    params = workload_params(epochs, n_jobs=2 if variant == "train_jobs2" else 1)
+    if variant == "upfront":
+        import dlrig.select.run as run
+
+        run._bigger_stacks_pay = lambda device: True  # as on a GPU: one stack per shape for all selections
     torch.set_num_threads(params.compute.torch_threads)  # as stages/train.py
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = Dataset(X, y, [str(k) for k in range(10)], "digits")
@@ -164,7 +165,7 @@ def main() -> int:
         except ImportError:
             print("bench/nested_cv.py: the textbook variant needs skorch, which dlrig does not depend on;\n"
                   "install it into the venv:  .venv/bin/pip install skorch==1.4.0\n"
-                  "(or leave it out: --only train,train_jobs2,per_fold)")
+                  "(or leave it out: --only train,train_jobs2,upfront)")
             return 2
     import torch
 

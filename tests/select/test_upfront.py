@@ -47,15 +47,20 @@ def test_upfront_stacks_give_the_same_selection_as_one_selection_at_a_time(monke
         return prefetch(self, calls, holdouts, n_jobs)
 
     monkeypatch.setattr(run.TorchScorer, "prefetch", counting)
+    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda device: True)  # as on a GPU
     upfront = select_config(params, ds, progress=False, log=lambda _line: None)
     params.compute.n_jobs = 2  # the stacks cut in two shares, trained in two processes
     shared = select_config(params, ds, progress=False, log=lambda _line: None)
     assert _record(shared) == _record(upfront)
     params.compute.n_jobs = 1
     n_configs = 4 if search["strategy"] == "grid" else 3
-    assert trained[:2] == [4 * n_configs * 2, 3]  # (3 outer + final) x configs x 2 inner folds; 3 refits
+    assert trained[:3] == [3 * n_configs * 2, n_configs * 2, 3]  # 3 outer folds, then the final selection
+    # (x configs x 2 inner folds: two stacks, their row counts differ), then 3 refits
     assert "upfront" in upfront.seconds
 
+    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda device: False)  # a CPU: one selection at a time
+    assert "upfront" not in select_config(params, ds, progress=False, log=lambda _line: None).seconds
+    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda device: True)
     monkeypatch.setattr(NestedCV, "upfront", lambda self: False)
     one_at_a_time = select_config(params, ds, progress=False, log=lambda _line: None)
     assert "upfront" not in one_at_a_time.seconds
