@@ -306,9 +306,11 @@ def _undeclared(repo: Path, events: dict[str, dict[str, set[str]]]) -> list[tupl
             continue
         seen = events[stage.label]
         deps = [stage.resolve(_templated(d, params)) for d in stage.deps]
-        # Reads of its own outputs (atomic writes, figures embedded in the report) and of the result cache
-        # (content-addressed: each entry is keyed by everything it depends on) are not inputs.
-        allowed = [*deps, *stage.params_files, *stage.outs, *([cache_dir] if cache_dir else [])]
+        # Reads of its own outputs (atomic writes, figures embedded in the report), of the result cache
+        # (content-addressed: each entry is keyed by everything it depends on) and of the run records
+        # (reports/run/: seconds, cache hits, cost; measurements that no DVC output is made from -- the cost
+        # page they feed is not one, tests/report/test_cost.py) are not inputs.
+        allowed = [*deps, *stage.params_files, *stage.outs, *([cache_dir] if cache_dir else []), "reports/run"]
 
         def covered(path: str, allowed: list[str] = allowed) -> bool:
             return any(sd.covers(a, path) for a in allowed)

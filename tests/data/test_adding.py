@@ -84,7 +84,7 @@ def test_an_lstm_carries_the_first_value_across_100_steps_where_a_plain_rnn_plat
     for cell in ("lstm", "rnn"):
         config = FitConfig().with_overrides({
             "model.name": "rnn", "model.cell": cell, "model.hidden_size": 32, "model.dropout": 0.0,
-            "optim.lr": 0.003, "optim.weight_decay": 0.0, "train.epochs": 30, "train.batch_size": 64,
+            "model.depth": 1, "optim.lr": 0.003, "optim.weight_decay": 0.0, "train.epochs": 30, "train.batch_size": 64,
             "train.grad_clip": 1.0, "train.early_stopping": None})
         model = fit(ds.X[train], ds.y[train], 2, config, seed=0).model
         accuracy[cell] = float((predict_proba(model, ds.X[test]).argmax(1) == ds.y[test]).mean())

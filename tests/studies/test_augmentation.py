@@ -109,3 +109,18 @@ def test_bad_params_are_one_line(study, message):
     with pytest.raises(UserError) as err:
         parse_params({"studies": {"augmentation": study}})
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_the_arms_switch_off_what_the_pipeline_s_train_section_switched_on():
+    """A pipeline tuned with class weights and its own mixing (a README recipe leaves them in params.yaml)
+    must not turn "none" into something else, nor make the mixup arm refuse its soft targets."""
+    from dlrig.params import load_params
+    from dlrig.studies.augmentation import arm_configs
+
+    params = load_params("params.yaml")
+    base = params.fit_config().with_overrides({"train.class_weight": "balanced", "train.resample": "oversample",
+                                               "train.augment.rotation": 5.0})
+    arms = arm_configs(base, params)
+    assert arms["none"].train.class_weight == "none" and arms["none"].train.augment.rotation == 0.0
+    assert arms["none"].train.resample == "none" and arms["mixup"].train.mixup_alpha > 0
+    assert arms["augment"].train.augment.rotation == params.studies.augmentation.augment.rotation

@@ -50,7 +50,15 @@ def subsample(y: np.ndarray, n_classes: int, per_class: int | str, seed: int) ->
 
 def arm_configs(base: FitConfig, params: Params) -> dict[str, FitConfig]:
     cfg = params.studies.augmentation
-    plain = base.with_overrides({"train.early_stopping": None})
+    # The arms differ in augmentation and mixing only: whatever the pipeline's train section switches on
+    # (a robust loss, class weights, resampling, its own augmentation or mixing, a teacher) is off in all
+    # three, so "none" means none and mixup's soft targets meet the plain cross-entropy they need.
+    plain = base.with_overrides({
+        "train.early_stopping": None, "train.loss.name": "ce", "train.class_weight": "none",
+        "train.resample": "none", "train.noise_filter": "none", "train.mixup_alpha": 0.0,
+        "train.cutmix_alpha": 0.0, "train.augment": type(base.train.augment)().model_dump(),
+        "train.distill.teacher": None,
+    })
     return {
         "none": plain,
         "augment": plain.with_overrides({"train.augment": cfg.augment.model_dump()}),

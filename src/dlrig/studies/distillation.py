@@ -65,7 +65,12 @@ def _student_job(X, y, train_rows, test_rows, n_classes, config, seed) -> float:
 
 def _config(base: FitConfig, overrides: dict[str, Any], epochs: int, key: str) -> FitConfig:
     try:
-        return base.with_overrides({"train.early_stopping": None, "train.epochs": epochs, **overrides})
+        # Teacher and students differ only in what the study sets: the pipeline's own mixing, augmentation
+        # or teacher (which distillation refuses beside it) are off for all of them.
+        return base.with_overrides({"train.early_stopping": None, "train.epochs": epochs,
+                                    "train.mixup_alpha": 0.0, "train.cutmix_alpha": 0.0,
+                                    "train.augment": type(base.train.augment)().model_dump(),
+                                    "train.distill.teacher": None, **overrides})
     except UserError as exc:
         raise UserError(f"studies.distillation.{key}: {exc}") from None
 
