@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+from tests.small import STUDIES_SMALL
 from tests.tools import stage_deps as sd
 
 ROOT = sd.ROOT
@@ -176,6 +177,7 @@ SHRINK = {
     ("studies", "labels", "noise_rates"): [0.2],
     ("studies", "labels", "ratios"): [10.0],
     ("studies", "labels", "folds"): 2,
+    **{("studies", name, key): value for name, small in STUDIES_SMALL.items() for key, value in small.items()},
 }
 
 
