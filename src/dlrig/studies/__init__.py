@@ -16,3 +16,17 @@ Conventions:
 
 Studies import the areas (data, labels, train, select, evaluate); no area imports a study.
 """
+
+from typing import Any
+
+from dlrig.params import AugmentParams
+
+# What a study switches off in the pipeline's train section when its arms must differ only in what the
+# study sets: the pipeline's own augmentation, mixing and distillation teacher (augmentation.py,
+# distillation.py). A dict of dotted overrides for ``FitConfig.with_overrides``.
+NO_EXTRAS: dict[str, Any] = {
+    "train.mixup_alpha": 0.0,
+    "train.cutmix_alpha": 0.0,
+    "train.augment": AugmentParams().model_dump(),  # every transform off
+    "train.distill.teacher": None,
+}

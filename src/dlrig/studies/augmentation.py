@@ -24,6 +24,7 @@ from dlrig.errors import UserError
 from dlrig.params import ComputeParams, FitConfig, Params
 from dlrig.seeds import derive_seed
 from dlrig.select.cluster import map_jobs
+from dlrig.studies import NO_EXTRAS
 
 ARMS = ("none", "augment", "mixup")
 
@@ -55,9 +56,7 @@ def arm_configs(base: FitConfig, params: Params) -> dict[str, FitConfig]:
     # three, so "none" means none and mixup's soft targets meet the plain cross-entropy they need.
     plain = base.with_overrides({
         "train.early_stopping": None, "train.loss.name": "ce", "train.class_weight": "none",
-        "train.resample": "none", "train.noise_filter": "none", "train.mixup_alpha": 0.0,
-        "train.cutmix_alpha": 0.0, "train.augment": type(base.train.augment)().model_dump(),
-        "train.distill.teacher": None,
+        "train.resample": "none", "train.noise_filter": "none", **NO_EXTRAS,
     })
     return {
         "none": plain,

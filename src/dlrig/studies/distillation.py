@@ -30,6 +30,7 @@ from dlrig.evaluate.stats import corrected_resampled_ttest
 from dlrig.params import ComputeParams, FitConfig, Params
 from dlrig.seeds import derive_seed
 from dlrig.select.cluster import map_jobs
+from dlrig.studies import NO_EXTRAS
 
 
 def _accuracy(model, X, y) -> float:
@@ -67,10 +68,8 @@ def _config(base: FitConfig, overrides: dict[str, Any], epochs: int, key: str) -
     try:
         # Teacher and students differ only in what the study sets: the pipeline's own mixing, augmentation
         # or teacher (which distillation refuses beside it) are off for all of them.
-        return base.with_overrides({"train.early_stopping": None, "train.epochs": epochs,
-                                    "train.mixup_alpha": 0.0, "train.cutmix_alpha": 0.0,
-                                    "train.augment": type(base.train.augment)().model_dump(),
-                                    "train.distill.teacher": None, **overrides})
+        return base.with_overrides({"train.early_stopping": None, "train.epochs": epochs, **NO_EXTRAS,
+                                    **overrides})
     except UserError as exc:
         raise UserError(f"studies.distillation.{key}: {exc}") from None
 

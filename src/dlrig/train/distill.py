@@ -21,13 +21,13 @@ The fit cache must change when the teacher's *content* changes, not only its pat
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from dlrig.data.sources import sha256_file
 from dlrig.errors import UserError
 from dlrig.params import DistillParams
 
@@ -39,11 +39,7 @@ def file_sha256(path: str | Path) -> str:
     if not path.is_file():
         raise UserError(f"train.distill.teacher: {path}: file not found (a dlrig checkpoint, e.g. "
                         "models/model.pt)")
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def teacher_logits(dcfg: DistillParams, X: torch.Tensor, n_classes: int) -> torch.Tensor:

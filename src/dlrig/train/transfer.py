@@ -32,7 +32,6 @@ Adam's bias correction is right for it, and no optimizer or scheduler is rebuilt
 
 from __future__ import annotations
 
-import hashlib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlrig.data.sources import sha256_file
 from dlrig.errors import UserError
 from dlrig.params import FitConfig, TransferParams
 from dlrig.train.callbacks import Callback
@@ -66,7 +66,7 @@ def weights_sha256(path: str | Path) -> str:
         raise UserError(f"{_KEY}: {path}: file not found (run `dvc repro studies/dvc.yaml:pretrain`)")
     # Read every time (a checkpoint of these models is kilobytes to a few megabytes): a cache keyed on
     # the file's mtime could miss a rewrite within the file system's timestamp granularity.
-    return hashlib.sha256(p.read_bytes()).hexdigest()
+    return sha256_file(p)
 
 
 def uses_checkpoint(config: FitConfig) -> bool:
