@@ -4,7 +4,9 @@
    optimistic the inner scores are; per-fold records go to reports/cv/, and every trial of every search
    to reports/cv/trials.csv (one row per search and trial, like scikit-learn's ``cv_results_``).
 2. The final config is selected the same way on all training rows and refit on them (early stopping
-   carved from those rows only) -> models/model.pt. Curves are logged with DVCLive to reports/train/.
+   carved from those rows only) -> models/model.pt, by the trainer its fold fits had (``fit_many``: the
+   stacked trainer where the config allows it, else ``fit()``). Curves are logged with DVCLive to
+   reports/train/.
 
 Every output is a pure function of the params, so two runs write the same bytes. What a run did besides
 (seconds per task, fit-cache hits and misses) goes to reports/run/train.json, which is not a DVC output.
@@ -18,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dlrig.data.dataset import Dataset
@@ -28,10 +31,10 @@ from dlrig.select.analysis import analyze_search, optimism_summary
 from dlrig.select.run import select_config
 from dlrig.select.trials import trial_rows, trials_csv
 from dlrig.stage import run_stage
-from dlrig.train import fit
+from dlrig.train.batched import FitJob, fit_many
 from dlrig.train.callbacks import DVCLiveLogger
 from dlrig.train.checkpoint import save_model
-from dlrig.train.fit import failure_reason
+from dlrig.train.fit import deterministic_kernels, failure_reason
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     params = load_params(args.params)
     torch.set_num_threads(params.compute.torch_threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_kernels()
     train = Dataset.load(args.train, args.meta)
 
     cv = params.cv
@@ -88,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     live_dir = tempfile.mkdtemp(prefix=".live-", dir=Path(args.logdir).parent)
     try:
         with Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            result = fit(train.X, train.y, train.n_classes, config, params.seed,
-                         device=params.compute.device, callbacks=[DVCLiveLogger(live)])
+            logger = DVCLiveLogger(live)
+            job = FitJob(np.arange(len(train.y)), config, params.seed)
+            result = fit_many(train.X, train.y, train.n_classes, [job], device=params.compute.device,
+                              on_epoch=lambda _job, record: logger.log(record))[0]
         adopt_tree(live_dir, args.logdir)
     finally:
         shutil.rmtree(live_dir, ignore_errors=True)

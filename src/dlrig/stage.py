@@ -39,8 +39,9 @@ def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] 
 
 
 RUN_DIR = "reports/run"  # what a run did besides its outputs: not DVC outputs (they vary run to run)
-FLOPS_FORMULA = ("3 x forward FLOPs of one sample (torch.utils.flop_counter) x gradient rows x epochs, "
-                 "summed over the fits this process and its workers trained; cached fits are not counted")
+FLOPS_FORMULA = ("3 x forward FLOPs of one sample (matrix products and convolutions: dlrig.train.work) x "
+                 "gradient rows x epochs, summed over the fits this process and its workers trained; "
+                 "cached fits are not counted")
 
 
 def record_cost(start: float, run_dir: str = RUN_DIR) -> dict | None:

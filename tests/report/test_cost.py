@@ -60,7 +60,7 @@ def test_fits_are_counted_with_their_flops():
     assert done["flops"] == pytest.approx(3 * forward * 2 * (40 + 30))
 
 
-def test_the_cost_page_shows_each_stage_and_the_main_report_only_links_it(tmp_path):
+def test_the_cost_page_shows_each_stage_and_the_main_report_embeds_it(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "train.json").write_text(json.dumps({"cost": _cost()}))
@@ -72,3 +72,4 @@ def test_the_cost_page_shows_each_stage_and_the_main_report_only_links_it(tmp_pa
     assert "No estimate" in cost_page(tmp_path / "nothing", None)
     link = str(cost_section())  # takes no input: the same bytes in every run
     assert 'href="run/cost.html"' in link and "<table" not in link and "FLOP/s" not in link
+    assert '<iframe class="embed" src="run/cost.html"' in link  # the run's numbers, shown in the section

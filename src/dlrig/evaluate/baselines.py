@@ -118,10 +118,11 @@ def compare_with_baselines(params: Params, train: Dataset, test: Dataset, folds:
                                          alpha=cfg.alpha, rope=cfg.rope),
         }
         if spec.estimator == "dlrig":
-            from dlrig.train import fit
+            # Trained as its fold fits were (fit_many: the stacked trainer where the config allows it).
+            from dlrig.train.batched import FitJob, fit_many
 
-            fitted = fit(train.X, train.y, train.n_classes, tuned.with_overrides(model.config), params.seed,
-                         device=params.compute.device)
+            job = FitJob(np.arange(len(train.y)), tuned.with_overrides(model.config), params.seed)
+            fitted = fit_many(train.X, train.y, train.n_classes, [job], device=params.compute.device)[0]
             progress.fits(1)
             base_test = model.predict_test(test, fitted.model)
         else:

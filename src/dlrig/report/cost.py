@@ -5,7 +5,8 @@ Every stage records its seconds, CPU seconds, peak memory, fits and estimated FL
 reports/run/<stage>.json (``dlrig.stage.record_cost``). Those vary from run to run, so they are never in
 reports/report.html (byte-identical for the same params): the report stage renders them into a page of their
 own, reports/run/cost.html, beside the records it reads (not a DVC output either); the main report's Cost
-section only links to it and says why.
+section embeds that page (an iframe) and links to it, so the report shows the numbers of the run that made
+it while its own bytes stay fixed.
 
 The estimates are arithmetic on measured numbers, each assumption stated on the page:
 
@@ -115,7 +116,8 @@ def write_cost_page(reports_dir: Path) -> Path:
 
 
 def cost_section() -> Markup:
-    """The main report's Cost section: a fixed pointer to the page (the numbers would break its bytes)."""
+    """The main report's Cost section: the page embedded and linked, by a fixed address (holding the numbers
+    would break the report's bytes)."""
     return render("cost.html.j2", part="link")
 
 

@@ -578,7 +578,7 @@ def render_html(
             _validation(inputs["validation"]),
             _split(inputs["split"], classes),
             _params(inputs["params"], inputs["cv"]["final"]["config"]),
-            cost_section(),  # a fixed link: the measured costs vary, so they live on run/cost.html
+            cost_section(),  # embeds run/cost.html: the measured costs vary, so they live there
         ]
     )
     return page(

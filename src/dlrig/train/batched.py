@@ -50,9 +50,12 @@ tests/train/test_batched.py (``test_stacked_loss_is_autograd_of_fits_loss``,
 With dropout 0 the histories and predictions agree with ``fit()`` to float32 rounding (tests/train/
 test_batched.py). Dropout masks come from one generator per model (seeded from its job's seed), not fit's
 global RNG: statistically the same training, not the same numbers. A model draws its masks only at the
-steps it has a batch, in blocks of ``batch_size + 1`` rows whatever the stack's padded width, so what a
-model learns does not depend on which other models share its stack (the fit cache keys a fit by its own
-config, rows and seed) beyond float32 rounding: the stack's matrix products sum over its padded width.
+steps it has a batch, in blocks of ``batch_size + 1`` rows whatever the stack's padded width. What a model
+learns does not depend on which other models share its stack, to the last bit (the fit cache keys a fit by
+its own config, rows and seed): its products are its own entries of batched products, each row of theta
+starts its weight and bias blocks on an ``_ALIGN`` boundary (so vectorised kernels treat every model's row
+alike, wherever it sits in the stack), and validation sums a model's loss in blocks of a size the stack's
+model count does not change (test_a_models_training_does_not_depend_on_its_stack_mates).
 
 Jobs whose config cannot be batched (:func:`batch_key` is None: CNNs, optimizers other than sgd/adam/adamw,
 any training key this module does not know) are trained by ``fit()`` one by one, with the same result type.
@@ -134,7 +137,14 @@ _NO_EFFECT = {"model": ("channels", "kernel_size"),  # unused by mlp + sgd/adam(
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _FUSED_ADAM = hasattr(torch, "_fused_adam_")  # else the vectorised update below (same math)
 _STACK_BYTES = 1 << 30  # default cap on a stack's parameter-sized state (theta, grad, moments, best copy)
-_BLOCK_FLOATS = 1 << 22  # validation runs in row blocks of at most this many activations per layer
+# Row layout: the weight block and the bias block of each model's row of theta start on a multiple of this
+# many floats. Vectorised kernels (the fused Adam, element-wise ops) treat a misaligned head or a tail with
+# other instructions (a separate multiply and add instead of an FMA), so without it a model's last bits
+# depended on its position in the stack, which depends on its stack mates.
+_ALIGN = 64
+# Validation runs in row blocks of at most this many activations per model and layer: a block size that
+# does not depend on how many models share the stack, so neither does the order a model's loss is summed in.
+_BLOCK_FLOATS = 1 << 16
 
 
 @cache
@@ -352,7 +362,7 @@ class _Stack:
     # ------------------------------------------------------------------------------------- set-up
     def _init_state(self) -> None:
         M, dev = len(self.models), self.dev
-        theta = torch.empty(M, self.size)
+        theta = torch.zeros(M, self.size)  # the alignment padding (_ALIGN) stays 0
         for r, m in enumerate(self.models):
             for op in self.ops:
                 for name, (lo, hi) in op.get("params", {}).items():
@@ -373,7 +383,7 @@ class _Stack:
     def _derive(self) -> None:
         """Views and per-model constants, rebuilt whenever the set of models changes."""
         M, dev = len(self.models), self.dev
-        self.grad = torch.empty_like(self.theta)
+        self.grad = torch.zeros_like(self.theta)  # the alignment padding stays 0: no update, no norm
         self.views = []
         for op in self.ops:
             if "params" not in op:
@@ -692,7 +702,7 @@ class _Stack:
         M, F = len(self.models), self.X.shape[1]
         loss = torch.zeros(M, device=self.dev)
         correct = torch.zeros(M, device=self.dev)
-        block = max(1, _BLOCK_FLOATS // (M * self.widest))  # rows per pass: bounded activation memory
+        block = max(1, _BLOCK_FLOATS // self.widest)  # rows per pass: bounded activation memory per model
         for lo in range(0, rows.shape[1], block):
             part = rows[:, lo : lo + block]
             xb = (self.X.index_select(0, part.reshape(-1)).view(M, -1, F) - self.mean) / self.scale
@@ -844,6 +854,7 @@ def _parse(model: nn.Sequential) -> tuple[list[dict], int, int] | None:
                     op.setdefault("params", {})[name] = (offset, offset + p.numel())
                     op["weight_shape"] = tuple(mod.weight.shape)
                     offset += p.numel()
+        offset = -(-offset // _ALIGN) * _ALIGN  # each block starts on a boundary (see _ALIGN)
         if decayed:
             n_decayed = offset
     return ops, offset, n_decayed

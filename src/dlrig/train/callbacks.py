@@ -201,6 +201,10 @@ class DVCLiveLogger(Callback):
         self.live = live
 
     def on_epoch_end(self, state: FitState, record: dict[str, float]) -> None:
+        self.log(record)
+
+    def log(self, record: dict[str, float]) -> None:
+        """One epoch's record (also ``fit_many``'s ``on_epoch``, which passes records, not fit states)."""
         for key, value in record.items():
             if key != "epoch":
                 self.live.log_metric(key.replace("_", "/", 1), value)

@@ -52,6 +52,19 @@ class FitResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def deterministic_kernels() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` minus its import of the compiler's
+    config: the public function also sets ``torch._inductor.config.deterministic`` (for compiled code), and
+    that import pulls in ``torch._dynamo``, about 1 s of a stage's start-up. dlrig compiles nothing, so the
+    eager flag is all it needs; if the compiler is loaded already, the public function runs."""
+    import sys
+
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -315,4 +328,5 @@ def failure_reason(result: FitResult, n_classes: int | None = None) -> str | Non
     return None
 
 
-__all__ = ["FitResult", "failure_reason", "fit", "fit_standardizer", "resolve_device"]
+__all__ = ["FitResult", "deterministic_kernels", "failure_reason", "fit", "fit_standardizer",
+           "resolve_device"]
