@@ -77,14 +77,14 @@ def test_killed_train_resumes_with_identical_results(tmp_path):
 
 
 def test_workers_die_with_a_killed_train(tmp_path):
-    """kill -9 of `train` (n_jobs 2) once its workers are busy: every process it started (the loky workers
-    and their resource trackers) is gone within seconds, not after finishing a fold. Without the watchdog
-    all four were still running 15 s later."""
+    """kill -9 of `train` (n_jobs 3: two loky workers beside the stage's own process) once its workers are
+    busy: every process it started (the loky workers and their resource trackers) is gone within seconds,
+    not after finishing a fold. Without the watchdog all four were still running 15 s later."""
     import psutil
 
     cmd = prepare(tmp_path / "run")
     params = yaml.safe_load((tmp_path / "run/params.yaml").read_text())
-    params["compute"]["n_jobs"] = 2
+    params["compute"]["n_jobs"] = 3
     params["train"]["epochs"] = 400  # a fold lasts far longer than the test waits
     (tmp_path / "run/params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

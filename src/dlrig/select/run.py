@@ -151,10 +151,7 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
         elif params.compute.backend == "dask":
             outputs = _on_cluster(params.compute, driver, tasks, log)
         elif params.compute.n_jobs > 1:
-            from joblib import Parallel, delayed
-
-            runner = Parallel(n_jobs=params.compute.n_jobs, backend="loky", return_as="generator_unordered")
-            outputs = runner(delayed(_run_task)(driver, t, worker=True) for t in tasks)
+            outputs = _with_workers(driver, tasks, params.compute.n_jobs)
         else:
             outputs = (_run_task(driver, t) for t in tasks)
         from dlrig.train import work
@@ -162,7 +159,7 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
         in_process = params.compute.backend != "dask" and (params.compute.n_jobs == 1 or "upfront" in timings)
         for key, value, (h, m), seconds, done in outputs:
             if not in_process:
-                work.merge(done)  # counted in a worker process: add it here
+                work.merge(done)  # counted in a worker process (none for a task run here): add it here
             results[key] = value
             timings["-".join(map(str, key))] = round(seconds, 3)
             hits, misses = hits + h, misses + m
@@ -173,6 +170,31 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
     timings["total"] = round(time.perf_counter() - start, 3)
     cache_counts = {"hits": hits, "misses": misses}
     return SelectionReport(folds, summary, final, describe_space(driver.dims), cache_counts, timings)
+
+
+def _with_workers(driver: NestedCV, tasks: list[tuple], n_jobs: int):
+    """Yield every task's output, trained by ``n_jobs - 1`` worker processes and by this one.
+
+    A fresh worker spends seconds importing torch before its first fit; this process has it loaded and
+    starts at once. The workers take tasks from the front of the list (loky's executor), this process
+    takes them from the back for as long as they are still waiting (a future that has not started can be
+    cancelled, then it runs here). Results do not depend on where a task ran: each task derives its seeds
+    from its own key, and a stacked fit's bits do not depend on its stack's other models.
+    """
+    from concurrent.futures import as_completed
+
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    # Its own executor, not loky's process-wide reusable one: joblib (the stacked shares) reuses that one
+    # and expects its own attributes on it.
+    with ProcessPoolExecutor(max_workers=n_jobs - 1) as executor:
+        futures = [executor.submit(_run_task, driver, task, True) for task in tasks]
+        for task, future in zip(reversed(tasks), reversed(futures), strict=True):
+            if not future.cancel():
+                break  # a worker has it, and every task before it
+            key, value, counts, seconds, _done = _run_task(driver, task)
+            yield key, value, counts, seconds, {}  # counted in this process's tally already
+        yield from (future.result() for future in as_completed([f for f in futures if not f.cancelled()]))
 
 
 def _bigger_stacks_pay(device: str) -> bool:
