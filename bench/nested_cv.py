@@ -92,7 +92,7 @@ def run_train(X, y, epochs: int, variant: str) -> dict:
     if variant == "upfront":
         import dlrig.select.run as run
 
-        run._bigger_stacks_pay = lambda device: True  # as on a GPU: one stack per shape for all selections
+        run._bigger_stacks_pay = lambda *_args: True  # as on a GPU: one stack per shape for all selections
     torch.set_num_threads(params.compute.torch_threads)  # as stages/train.py
     torch.use_deterministic_algorithms(True, warn_only=True)
     data = Dataset(X, y, [str(k) for k in range(10)], "digits")

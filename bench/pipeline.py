@@ -9,7 +9,8 @@ interpreter's directory first on PATH), then ``dvc repro -f``, ``dvc repro`` (no
 ``import torch``. Per stage it reports the wall time of the command, and from the stage's own cost record
 (reports/run/<stage>.json, written by dlrig.stage.record_cost): the seconds inside ``main`` and the part of
 the process before it (interpreter start-up and imports), the fits it trained and its peak memory.
-Use ``--stages-only`` to leave dvc out. Clear the fit cache (compute.cache_dir) first to time training.
+Use ``--stages-only`` to leave dvc out. Each round starts from an empty fit cache (``compute.cache_dir`` is
+removed before the stages and again before ``dvc repro -f``), as on a fresh machine: every fit is trained.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,13 @@ def stages() -> dict[str, str]:
     return {name: stage["cmd"] for name, stage in spec["stages"].items()}
 
 
+def clear_fit_cache() -> None:
+    """Remove the fit cache, so the next run trains every fit (what ``make run`` on a new machine does)."""
+    cache = yaml.safe_load((ROOT / "params.yaml").read_text()).get("compute", {}).get("cache_dir")
+    if cache:
+        shutil.rmtree(ROOT / cache, ignore_errors=True)
+
+
 def cost(stage: str) -> dict:
     try:
         return json.loads((ROOT / f"reports/run/{stage}.json").read_text()).get("cost") or {}
@@ -66,10 +75,12 @@ def main() -> None:
         rows.update({"dvc repro -f (all stages)": [], "dvc repro (nothing changed)": []})
     rows["python -c 'import torch'"] = []
     for _ in range(args.repeats):  # rounds: load drift hits every row alike
+        clear_fit_cache()
         for stage, cmd in cmds.items():
             rows[f"stage {stage}"].append(timed(cmd))
             detail[stage].append(cost(stage))
         if not args.stages_only:
+            clear_fit_cache()
             rows["dvc repro -f (all stages)"].append(timed(["dvc", "repro", "-f"]))
             rows["dvc repro (nothing changed)"].append(timed(["dvc", "repro"]))
         rows["python -c 'import torch'"].append(timed([sys.executable, "-c", "import torch"]))

@@ -127,7 +127,7 @@ def test_checkpoint_content_not_only_its_path_is_in_the_key(data, tmp_path, over
     assert TorchScorer(X, y, 3, config, "accuracy").jobs_key("cv", jobs) != before
 
 
-def test_rows_seed_data_device_and_overrides_change_the_key(data, monkeypatch):
+def test_rows_seed_data_device_threads_and_overrides_change_the_key(data, monkeypatch):
     X, y = data
     scorer = TorchScorer(X, y, 3, FitConfig(), "accuracy")
     job = ({}, np.arange(40), np.arange(40, 60), 0)
@@ -156,6 +156,11 @@ def test_rows_seed_data_device_and_overrides_change_the_key(data, monkeypatch):
     gpu = TorchScorer(X, y, 3, FitConfig(), "accuracy", device="cuda").jobs_key("cv", [job])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU 2")
     assert len({gpu, ref, TorchScorer(X, y, 3, FitConfig(), "accuracy", device="cuda").jobs_key("cv", [job])}) == 3
+    # The torch threads the fits run with: two threads give other last bits than one (fit and fit_many).
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert scorer.jobs_key("cv", [job]) != ref
+    monkeypatch.undo()
+    assert scorer.jobs_key("cv", [job]) == ref
     # An override equal to the base value resolves to the same config: the same fit, the same key.
     assert scorer.jobs_key("cv", [({"optim.lr": FitConfig().optim.lr}, *job[1:])]) == ref
 

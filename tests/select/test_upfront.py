@@ -47,7 +47,7 @@ def test_upfront_stacks_give_the_same_selection_as_one_selection_at_a_time(monke
         return prefetch(self, calls, holdouts, n_jobs)
 
     monkeypatch.setattr(run.TorchScorer, "prefetch", counting)
-    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda device: True)  # as on a GPU
+    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda *_args: True)  # as on a GPU
     upfront = select_config(params, ds, progress=False, log=lambda _line: None)
     params.compute.n_jobs = 2  # the stacks cut in two shares, trained in two processes
     shared = select_config(params, ds, progress=False, log=lambda _line: None)
@@ -58,9 +58,9 @@ def test_upfront_stacks_give_the_same_selection_as_one_selection_at_a_time(monke
     # (x configs x 2 inner folds: two stacks, their row counts differ), then 3 refits
     assert "upfront" in upfront.seconds
 
-    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda device: False)  # a CPU: one selection at a time
+    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda *_args: False)  # a CPU: one selection at a time
     assert "upfront" not in select_config(params, ds, progress=False, log=lambda _line: None).seconds
-    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda device: True)
+    monkeypatch.setattr(run, "_bigger_stacks_pay", lambda *_args: True)
     monkeypatch.setattr(NestedCV, "upfront", lambda self: False)
     one_at_a_time = select_config(params, ds, progress=False, log=lambda _line: None)
     assert "upfront" not in one_at_a_time.seconds

@@ -1,4 +1,5 @@
-"""torch.func stacking (dlrig.train.stacked_func) trains each model as fit() does, to float tolerance."""
+"""Stacked CNNs (dlrig.train.stacked_func) train each model as fit() does, to float tolerance, and a model's
+bytes do not depend on which other models share its stack."""
 
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ def _data(n=70, seed=0):
     {"optim.name": "sgd", "optim.momentum": 0.9, "schedule.name": "cosine", "train.label_smoothing": 0.1},
     {"optim.name": "adamw", "optim.weight_decay": 0.01, "schedule.name": "onecycle"},
     {"optim.name": "rmsprop", "schedule.name": "step", "schedule.step_size": 1},
+    {"optim.name": "sgd", "optim.momentum": 0.9, "optim.nesterov": True, "optim.weight_decay": 0.01},
+    {"optim.l1": 0.001, "optim.weight_decay": 0.01, "schedule.name": "onecycle"},  # adam: L2 in the gradient
+    {"model.name": "mlp", "model.norm": "layer", "optim.name": "adagrad"},  # dense layers, layer norm
 ])
 def test_each_stacked_model_matches_its_own_fit(over):
     X, y = _data()
-    config = FitConfig().with_overrides({**CNN, **over})
+    family = {k: v for k, v in CNN.items() if k != "model.channels"} if over.get("model.name") == "mlp" else CNN
+    config = FitConfig().with_overrides({**family, **over})
     assert stack_key(config, X.shape[1:], 3) is not None
     # uneven row counts in one stack (padded, masked batches), each with its own seed
     jobs = [FitJob(np.arange(0, 60), config, 1), FitJob(np.arange(5, 66), config, 2),
@@ -39,7 +44,7 @@ def test_each_stacked_model_matches_its_own_fit(over):
     stacked = fit_stacked(X, y, 3, jobs)
     for job, result in zip(jobs, stacked, strict=True):
         alone = fit(X[job.train_index], y[job.train_index], 3, config, job.seed)
-        assert result.info["stacked"] == "torch.func"
+        assert result.info["stacked"] == "im2col"
         assert [r["epoch"] for r in result.history] == [r["epoch"] for r in alone.history]
         for a, b in zip(result.history, alone.history, strict=True):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
@@ -87,16 +92,85 @@ def test_unsupported_settings_train_with_fit():
     assert result.info["stacked"] is False
 
 
-def test_on_a_cpu_the_scorer_fits_cnns_one_by_one(monkeypatch):
-    """A stacked CNN's last bits depend on its stack mates; a cached fit must depend on its key only, so on a
-    CPU (where stacking is no faster) the scorer never stacks them: two searches share each fit bit for bit."""
+def _jobs_around(job, X):
+    """``job`` in the middle of a stack of 4 with other configs, rows and seeds (same steps per epoch)."""
+    other = job.config.with_overrides({"optim.lr": 0.003, "optim.weight_decay": 0.01})
+    return [FitJob(np.arange(5, 66), other, 11), FitJob(np.arange(0, 61), job.config, 12), job,
+            FitJob(np.arange(9, 70), other, 13)]
+
+
+MLP = {"model.name": "mlp", "model.hidden": 16, "model.depth": 2, "model.norm": "layer", "model.dropout": 0.0,
+       "optim.name": "rmsprop", "train.epochs": 3, "train.batch_size": 16, "train.early_stopping": None}
+
+
+@pytest.mark.parametrize(("family", "channels"), [
+    (CNN, 1), (CNN, 3),  # with one group oneDNN's kernel differs for these widths: the twin
+    (MLP, 1),  # a family fit_many leaves to fit() (rmsprop): dense layers, layer norm, torch's optimizer
+])
+def test_a_models_bytes_do_not_depend_on_its_stack_mates(family, channels):
+    """The fit cache keys a fit by its own config, rows and seed: trained alone or among others, the same
+    job gives the same bytes (batches padded to its own width, per-model reductions, a twin when alone)."""
+    X, y = _data()
+    X = np.repeat(X, channels, axis=1) + np.arange(channels, dtype=np.float32)[:, None, None]
+    config = FitConfig().with_overrides({**family, "optim.weight_decay": 1e-3}
+                                        | ({"model.channels": [4, 6]} if family is CNN else {}))
+    assert stack_key(config, X.shape[1:], 3) is not None
+    job = FitJob(np.arange(3, 63), config, 5)
+    alone, = fit_stacked(X, y, 3, [job])
+    among = fit_stacked(X, y, 3, _jobs_around(job, X))[2]
+    assert (alone.info["group_size"], among.info["group_size"]) == (1, 4)
+    assert alone.history == among.history
+    for (name, a), b in zip(alone.model.state_dict().items(), among.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_padding_never_reads_rows_outside_the_job():
+    """Padded batch rows repeat the model's own rows: poisoned rows outside every job change nothing."""
+    X, y = _data()
+    config = FitConfig().with_overrides(CNN)
+    jobs = [FitJob(np.arange(10, 70), config, 1), FitJob(np.arange(10, 65), config, 2)]  # padded batches
+    clean = fit_stacked(X, y, 3, jobs)
+    X[:10] = np.nan
+    poisoned = fit_stacked(X, y, 3, jobs)
+    for a, b in zip(clean, poisoned, strict=True):
+        assert a.history == b.history
+        assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
+
+
+def test_on_a_cpu_the_scorer_stacks_cnns_and_a_fit_depends_on_its_key_only(monkeypatch):
+    """One torch thread: the scorer stacks CNNs, and two searches share each fit bit for bit whichever
+    other fits they stack; with more threads (oneDNN's reductions split by stack width) it never stacks."""
     import dlrig.train.stacked_func as sf
     from dlrig.select.scorers import TorchScorer
 
-    monkeypatch.setattr(sf, "fit_stacked", lambda *a, **k: pytest.fail("stacked on a CPU"))
+    stacked = []
+    real = sf.fit_stacked
+    monkeypatch.setattr(sf, "fit_stacked", lambda X, y, k, jobs, **kw: stacked.append(len(jobs)) or real(
+        X, y, k, jobs, **kw))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     X, y = _data()
     scorer = TorchScorer(X, y, 3, FitConfig().with_overrides(CNN), "accuracy")
     rows = (np.arange(0, 50), np.arange(50, 70))
     alone = scorer.fit_score([({"optim.lr": 0.01}, *rows, 0)], None)
-    together = scorer.fit_score([({"optim.lr": 0.01}, *rows, 0), ({"optim.lr": 0.003}, *rows, 0)], None)
-    assert alone[0]["metrics"] == together[0]["metrics"]
+    together = scorer.fit_score([({"optim.lr": 0.003}, *rows, 0), ({"optim.lr": 0.01}, *rows, 0)], None)
+    assert stacked == [1, 2]
+    assert alone[0]["metrics"] == together[1]["metrics"]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    again = scorer.fit_score([({"optim.lr": 0.01}, *rows, 0)], None)
+    assert stacked == [1, 2]  # fit() one by one
+    assert again[0]["metrics"]["accuracy"] == pytest.approx(alone[0]["metrics"]["accuracy"], abs=0.06)
+
+
+def test_a_diverging_stack_mate_is_reported_as_fit_reports_it_and_changes_nothing_else():
+    X, y = _data()
+    good = FitConfig().with_overrides({**CNN, "optim.name": "sgd", "optim.lr": 0.05})
+    bad = good.with_overrides({"optim.lr": 1e8})
+    alone, = fit_stacked(X, y, 3, [FitJob(np.arange(60), good, 1)])
+    blown, kept = fit_stacked(X, y, 3, [FitJob(np.arange(60), bad, 1), FitJob(np.arange(60), good, 1)])
+    assert kept.info["group_size"] == 2
+    reference = fit(X[:60], y[:60], 3, bad, 1)
+    assert blown.info["diverged"] and reference.info["diverged"]
+    assert [r["epoch"] for r in blown.history] == [r["epoch"] for r in reference.history]
+    assert blown.info["stop_reason"] == reference.info["stop_reason"]
+    assert kept.history == alone.history
+    assert all(torch.equal(p, q) for p, q in zip(kept.model.parameters(), alone.model.parameters(), strict=True))

@@ -141,7 +141,8 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
         results: dict[tuple, Any] = {}
         hits = misses = 0
         if (params.compute.backend != "dask" and driver.upfront() and isinstance(driver.scorer, TorchScorer)
-                and _bigger_stacks_pay(params.compute.device)):
+                and _bigger_stacks_pay(params.compute.device, driver.scorer.base, driver.scorer.X.shape[1:],
+                                       driver.scorer.n_classes)):
             before = (cache.hits, cache.misses)
             tick = time.perf_counter()
             _train_upfront(driver, tasks, params.compute.n_jobs)
@@ -197,15 +198,26 @@ def _with_workers(driver: NestedCV, tasks: list[tuple], n_jobs: int):
         yield from (future.result() for future in as_completed([f for f in futures if not f.cancelled()]))
 
 
-def _bigger_stacks_pay(device: str) -> bool:
-    """Whether to stack every selection's fits together (:func:`_train_upfront`): on a GPU, where a wider
-    stack fills the device. Not on a CPU: bench/nested_cv.py on 2 quiet cores timed the grid workload at
-    9.5 s up front vs 8.8 s with one selection's fits per stack (60 models' weights and Adam moments, ~25 MB,
-    outgrow the CPU's cache; 12 models' fit in it). Both give the same bytes (tests/select/test_upfront.py).
+def _bigger_stacks_pay(device: str, base: Any = None, sample_shape: tuple = (), n_classes: int = 0) -> bool:
+    """Whether to stack every selection's fits together (:func:`_train_upfront`). On a GPU, where a wider
+    stack fills the device. On a CPU for a family the torch.func-era stack trains (CNNs,
+    :mod:`dlrig.train.stacked_func`; ``base`` is the search's starting config): the 41 fits of
+    bench/cnn_stacked.py ran 2.8x the per-fit loop up front vs 2.1x one selection at a time (the outer refits
+    stack too, instead of five lone fits). Not for the MLP stack on a CPU: bench/nested_cv.py on 2 quiet
+    cores timed the grid workload at 9.4 s up front vs 8.4 s with one selection's fits per stack (60 models'
+    weights and Adam moments, ~25 MB, outgrow the CPU's cache; 12 models' fit in it). Every way gives the
+    same bytes (tests/select/test_upfront.py): a stacked fit does not depend on its stack mates.
     """
-    from dlrig.train.fit import resolve_device
+    import torch
 
-    return resolve_device(device).type == "cuda"
+    from dlrig.train.batched import batch_key
+    from dlrig.train.fit import resolve_device
+    from dlrig.train.stacked_func import stack_key
+
+    if resolve_device(device).type == "cuda":
+        return True
+    return (base is not None and torch.get_num_threads() == 1 and batch_key(base) is None
+            and stack_key(base, sample_shape, n_classes) is not None)
 
 
 def _train_upfront(driver: NestedCV, tasks: list[tuple], n_jobs: int) -> None:

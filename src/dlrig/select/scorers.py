@@ -183,11 +183,14 @@ class TorchScorer:
 
     def jobs_key(self, kind: str, jobs: list[Job], extra: Any = None,
                  configs: list[FitConfig] | None = None) -> str:
-        """Cache key of a list of jobs, from the resolved configs the fits receive (every training key);
-        pass ``configs`` when they are already resolved."""
+        """Cache key of a list of jobs, from the resolved configs the fits receive (every training key), and
+        the torch threads they run with here; pass ``configs`` when they are already resolved."""
         configs = configs if configs is not None else self.resolve(jobs)
+        import torch
+
         return _digest(
             self._fp, kind, extra,
+            torch.get_num_threads(),  # the fits run in this process: 2 threads sum in other orders than 1
             *[(cfg.model_dump(mode="json"), _digest(tr), _digest(te), s, *_files(cfg))
               for cfg, (_, tr, te, s) in zip(configs, jobs, strict=True)],
         )
@@ -284,10 +287,10 @@ class TorchScorer:
         """The stacked trainer over every job; a job whose fit raises a UserError gives its message.
 
         fit_many trains a whole batch at once, so one job's UserError stops them all: then each job is
-        trained alone, to find the failing ones and still train the rest (numbers of a stack of one agree
-        with the batched ones to float32 rounding, not bit for bit; the same params still give the same).
+        trained alone, by the same trainer (:meth:`_stacks`), to find the failing ones and still train the
+        rest (a stacked fit's bytes do not depend on its stack mates: the same as in the batch).
         """
-        from dlrig.train.batched import FitJob, fit_many
+        from dlrig.train.batched import FitJob
 
         many = [FitJob(tr, cfg, s) for (_, tr, _, s), cfg in zip(jobs, configs, strict=True)]
         try:
@@ -299,26 +302,35 @@ class TorchScorer:
         for j, job in enumerate(many):
             one = None if on_epoch is None else (lambda _i, record, j=j: on_epoch(j, record))
             try:
-                out.append(fit_many(self.X, self.y, self.n_classes, [job], device=self.device,
-                                    on_epoch=one)[0])
+                out.append(self._stacks([job], one)[0])
             except UserError as exc:
                 out.append(f"error: {exc}")
         return out
 
     def _stacks(self, many: list, on_epoch=None) -> list[Any]:
-        """fit_many (the hand-written MLP stack), and on a GPU, for the jobs it would give to fit() one by
-        one but torch.func can stack (CNNs: :mod:`dlrig.train.stacked_func`), fit_stacked; results in job
-        order. Not on a CPU: there vmap turns each convolution into a grouped one, no faster than separate
-        ones (bench/cnn_stacked.py: 1.0x in CPU time), and a stacked CNN's last weight bits depend on which
-        models share its stack -- a fit's result must depend on its own key only, so CPU fits stay one by one.
+        """fit_many (the hand-written MLP stack), and for the jobs it would give to fit() one by one but
+        :mod:`dlrig.train.stacked_func` can stack (CNNs), fit_stacked; results in job order.
+
+        On a GPU always (whether a model's bits there depend on its stack mates is untested); on a CPU when
+        torch runs one thread (``compute.torch_threads: 1``, the default, and every ``n_jobs`` worker):
+        there a stacked model's bytes depend on its own job only, never on its stack mates
+        (tests/train/test_stacked_func.py), which a cached fit needs. With two threads a stack of 3 gave
+        other bits than a lone fit (oneDNN splits reductions by the stack's size): CNNs then train with
+        fit() one by one.
+        bench/cnn_stacked.py (digits CNN, the train stage's 41 fits of nested CV, one thread, 2 cores at
+        load 3-4): 2.1x the per-fit loop in CPU and wall time (a stack of 6 inner fits ~2.5-3x per fit, a
+        lone refit ~1.6x), the same fold accuracies and selection. A lone CNN goes through the stack too,
+        so every fit in a search is made one way; fit() called directly agrees to float tolerance only.
         """
+        import torch
+
         from dlrig.train.batched import batch_key, fit_many
         from dlrig.train.fit import resolve_device
         from dlrig.train.stacked_func import fit_stacked, stack_key
 
         shape = self.X.shape[1:]
-        gpu = resolve_device(self.device).type == "cuda"
-        func = {j for j, job in enumerate(many) if gpu and batch_key(job.config) is None
+        stacking = resolve_device(self.device).type == "cuda" or torch.get_num_threads() == 1
+        func = {j for j, job in enumerate(many) if stacking and batch_key(job.config) is None
                 and stack_key(job.config, shape, self.n_classes) is not None}
         if not func:
             return fit_many(self.X, self.y, self.n_classes, many, device=self.device, on_epoch=on_epoch)

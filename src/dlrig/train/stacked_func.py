@@ -1,27 +1,52 @@
-"""Many fits at once through ``torch.func``: the families the hand-written MLP stack
-(:mod:`dlrig.train.batched`) does not cover -- CNNs first -- trained as one vmapped model.
+"""Many fits at once for the families the hand-written MLP stack (:mod:`dlrig.train.batched`) does not
+cover -- CNNs first -- trained as one stacked model, on a CPU as on a GPU.
 
-Nested cross-validation trains a few configs on many (fold, seed) pairs. Models of one architecture can be
-stacked: ``vmap(grad(functional_call))`` computes every model's gradient on its own batch in one call, over
-the models' parameters stacked ``[M, ...]`` (``torch.func.stack_module_state`` for the scalers). The
-stacked forward and backward are where the time goes, and they are shared; the update is not: each model
-keeps fit()'s own optimizer and scheduler (``build_optimizer`` / ``build_scheduler`` on its own module),
-so models of a stack may differ in every ``optim`` and ``schedule`` key (a grid over lr and weight decay
-is one stack), and the update arithmetic is fit()'s, tensor for tensor.
+Nested cross-validation trains a few configs on many (fold, seed) pairs. Models of one architecture are
+stacked: every parameter is one tensor ``[M, ...]``, a view of the master copy ``theta [M, P]`` (row ``r``:
+model ``r``); each layer runs once for all models (:func:`_forward`); autograd gives every model's gradient
+from the sum of their losses (model ``r``'s loss depends on row ``r`` only); and one vectorised update moves
+them all, each model with its own lr, weight decay, L1, betas or momentum and schedule (optim.py's
+``adam_update`` / ``sgd_update`` with per-row scalars, as batched.py uses them). Optimizers without such a
+rule (rmsprop, nadam, adagrad, adadelta, amsgrad, sgd with dampening) keep fit()'s own torch optimizer and
+scheduler per model, over views of ``theta``.
+
+The layers, laid out for a CPU (bench/cnn_stacked.py; the first version, ``vmap(grad(functional_call))``
+with a torch optimizer per model, was 1.0x the per-fit loop in CPU time):
+
+- a feature map holds every model's channels side by side, ``[W, M*C, H, W']`` in channels-last memory: a
+  convolution is ONE grouped convolution (oneDNN; group ``r`` is model ``r``), pooling and activations act
+  on all models at once. Channels-last matters: max-pooling a contiguous map is ~10x slower on this CPU;
+- ReLU then max-pool runs as max-pool then ReLU (the same numbers forward and backward, a quarter of the
+  work); dense layers are batched matrix products (MKL, one GEMM per model).
+
+bench/cnn_stacked.py (digits CNN [16, 32], batch 64, one thread, 2 shared cores): a stack of 6 trains
+~2.5-3x faster per fit than fit(), a lone fit (with its twin) ~1.6x; the train stage's 41 fits 2.1x in
+CPU time (2.8x with select.run's up-front stacking forced on, which stacks the 5 outer refits too).
+What is left per step is oneDNN's grouped convolutions and their backward, max-pool's backward, and
+fresh pages for each step's activations (glibc hands large freed blocks back to the OS; raising its
+trim / mmap thresholds gave 2.4x instead of 2.1x).
+
+A model's bytes depend on its own job only (config, rows, seed), never on its stack mates, at one torch
+thread: every batch is padded to ``min(batch_size, rows) + 1`` rows (fit()'s last-batch rule makes a batch
+at most one row wider than ``batch_size``) whatever the stack, the padding repeats the model's own rows and
+is masked out of the loss; every reduction is per model (a grouped convolution's group, one GEMM per model,
+a bias gradient as a GEMM with a row of ones); a lone CNN trains beside a twin of itself, because oneDNN
+takes another kernel for a one-group convolution (see :func:`_conv`). tests/train/test_stacked_func.py:
+a job trained alone and in a stack of 4 with other configs, rows and seeds gives ``torch.equal`` weights.
+The fit cache keys a fit by its own config, rows and seed, so this is what lets the scorer stack them.
+With more threads oneDNN and MKL split reductions by the stack's size: the bits then depend on the stack.
 
 Same training as :func:`dlrig.train.fit` for the subset supported here, step for step: the initial weights
 (``build_model`` under ``torch.manual_seed(seed)``), the scaler (fitted on the job's rows), the batch order
 (a generator seeded like fit's), the last-batch rule, the loss (cross-entropy with label smoothing, as
-``training_loss`` builds it for these settings: the mean over the batch) and the epoch records. Models of a
-stack with different row counts get padded batches whose padding is masked out of the loss. Held to fit()
-to float tolerance by tests/train/test_stacked_func.py; the last bits of a model's weights may depend on
-its stack-mates (the padded width changes how a convolution's reductions are blocked).
+``training_loss`` builds it for these settings: the mean over the batch), L1 on weight matrices, the
+schedule (``optim.schedule_at``) and the epoch records. Held to fit() to float tolerance, not bit for bit.
 
 Supported (:func:`stack_key` is None otherwise, and the job trains with fit()): any config whose built
-model has only the layers listed in ``_LAYERS`` (no dropout, batch norm or recurrent layers: their random
-masks and running statistics are per-model state this stack does not carry), every ``train`` key at its
-default but epochs, batch_size, standardize and label_smoothing (shared by a stack), and no early
-stopping. Models of a stack share the architecture, the ``train`` section and the steps per epoch.
+model has only the layers of ``_LAYERS`` in an order :func:`_forward` knows (no dropout, batch norm or
+recurrent layers: their random masks and running statistics are per-model state this stack does not
+carry; convolutions without groups or dilation), every ``train`` key at its default but epochs,
+batch_size, standardize and label_smoothing (shared by a stack), and no early stopping.
 """
 
 from __future__ import annotations
@@ -36,19 +61,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.nn import functional as F
 
 from dlrig.models import Standardize, build_model
-from dlrig.params import FitConfig
+from dlrig.params import FitConfig, OptimParams
 from dlrig.train import work
 from dlrig.train.batched import FitJob
 from dlrig.train.fit import FitResult, fit, fit_standardizer, resolve_device
-from dlrig.train.optim import build_optimizer, build_scheduler
+from dlrig.train.optim import (
+    adam_coefficients,
+    adam_update,
+    add_weight_decay,
+    build_optimizer,
+    build_scheduler,
+    decays,
+    schedule_at,
+    sgd_update,
+)
 
 # may differ from the default (early_stopping: must be None, checked on its own)
 _TRAIN_KEYS = ("epochs", "batch_size", "standardize", "label_smoothing", "early_stopping")
-_LAYERS = (Standardize, nn.Flatten, nn.Identity, nn.Linear, nn.Conv1d, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
-           nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.LayerNorm, nn.Sequential)
+_ACTIVATIONS = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.LeakyReLU)
+_LAYERS = (Standardize, nn.Flatten, nn.Identity, nn.Dropout, nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
+           nn.LayerNorm, nn.Sequential, *_ACTIVATIONS)
 
 ManyEpochCallback = Callable[[int, dict[str, float]], bool | None]
 
@@ -60,19 +95,29 @@ def _default_train() -> dict[str, Any]:
 
 def _layers_supported(model: nn.Module) -> bool:
     for mod in model.modules():
-        if isinstance(mod, nn.Dropout) and mod.p == 0:
-            continue
-        if type(mod) not in _LAYERS:
+        if type(mod) not in _LAYERS or getattr(mod, "inplace", False):
             return False
-        if getattr(mod, "inplace", False):
+        if isinstance(mod, nn.Dropout) and mod.p != 0:
+            return False
+        if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or tuple(mod.dilation) != (1, 1)
+                                           or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+            return False
+        if isinstance(mod, nn.Flatten) and (mod.start_dim, mod.end_dim) != (1, -1):
             return False
     return True
 
 
 @cache
 def _family_supported(model_json: str, sample_shape: tuple[int, ...], n_classes: int) -> bool:
-    config = FitConfig.model_validate({"model": json.loads(model_json)})
-    return _layers_supported(build_model(config.model, sample_shape, n_classes))
+    model = _template_json(model_json, sample_shape, n_classes)
+    if not _layers_supported(model):
+        return False
+    try:  # a LayerNorm on a feature map, a pooling before any convolution: not a layout _forward knows
+        _forward(_layers(model), {n: p.detach()[None] for n, p in model.named_parameters()},
+                 {n: b[None] for n, b in model.named_buffers()}, torch.zeros(1, 2, *sample_shape))
+    except _Unsupported:
+        return False
+    return True
 
 
 def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) -> str | None:
@@ -89,6 +134,16 @@ def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) ->
     return json.dumps([model_json, config.train.model_dump_json()])
 
 
+def _update_kind(o: OptimParams) -> str:
+    """Which update a model takes: optim.py's vectorised rule (``sgd``, ``sgd-nesterov``, ``adam``,
+    ``adamw``), or ``torch``: fit()'s own optimizer object, one per model."""
+    if o.name == "sgd" and o.dampening == 0:
+        return "sgd-nesterov" if o.nesterov else "sgd"
+    if o.name in ("adam", "adamw") and not o.amsgrad:
+        return o.name
+    return "torch"
+
+
 def fit_stacked(
     X: np.ndarray,
     y: np.ndarray,
@@ -100,7 +155,9 @@ def fit_stacked(
 ) -> list[FitResult]:
     """Train every job; results in job order, each as ``fit(X[job.train_index], ...)`` returns it (indices
     mapped back to rows of X, as :func:`dlrig.train.batched.fit_many` does). Jobs with the same
-    :func:`stack_key` and steps per epoch train as one stack; the others with fit()."""
+    :func:`stack_key`, steps per epoch, batch width and update rule train as one stack (which jobs share
+    a stack changes no job's bytes; a lone CNN trains beside a twin of itself, whose result is dropped);
+    the others with fit()."""
     X, y = np.asarray(X), np.asarray(y)
     results: list[FitResult | None] = [None] * len(jobs)
     groups: dict[tuple, list[int]] = {}
@@ -114,12 +171,29 @@ def fit_stacked(
             result.info["stacked"] = False
             results[i] = result
         else:
-            groups.setdefault((key, _steps(len(job.train_index), job.config.train.batch_size)), []).append(i)
+            n, bs = len(job.train_index), job.config.train.batch_size
+            groups.setdefault((key, _steps(n, bs), min(bs, n) + 1, _update_kind(job.config.optim)),
+                              []).append(i)
     for members in groups.values():
-        for i, result in zip(members, _train_stack(X, y, n_classes, [jobs[i] for i in members], members,
-                                                    device, on_epoch), strict=True):
+        stack = [jobs[i] for i in members]
+        if len(stack) == 1 and any(isinstance(m, nn.Conv2d) for m in _template(stack[0].config, X.shape[1:],
+                                                                             n_classes).modules()):
+            stack *= 2  # a twin: see _conv
+        done = _Stack(X, y, n_classes, stack, members, device).run(on_epoch)
+        for i, result in zip(members, done, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
+
+
+@cache
+def _template_json(model_json: str, sample_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The family's architecture (its weights unused), built once."""
+    config = FitConfig.model_validate({"model": json.loads(model_json)})
+    return build_model(config.model, sample_shape, n_classes)
+
+
+def _template(config: FitConfig, sample_shape, n_classes: int) -> nn.Module:
+    return _template_json(config.model.model_dump_json(), tuple(sample_shape), n_classes)
 
 
 def _steps(n: int, batch_size: int) -> int:
@@ -127,127 +201,341 @@ def _steps(n: int, batch_size: int) -> int:
     return max(1, n // bs if n % bs == 1 else math.ceil(n / bs))  # fit()'s last-batch rule
 
 
-def _train_stack(X, y, n_classes, jobs: list[FitJob], positions: list[int], device: str,
-                 on_epoch: ManyEpochCallback | None) -> list[FitResult]:
-    start = time.perf_counter()
-    dev = resolve_device(device)
-    tcfg = jobs[0].config.train  # shared by the stack (stack_key)
-    models, optimizers, schedulers, gens, rows = [], [], [], [], []
-    n = len(jobs[0].train_index)
-    steps, bs = _steps(n, tcfg.batch_size), min(tcfg.batch_size, n)
-    for job in jobs:
-        local, cfg = np.asarray(job.train_index), job.config
-        torch.manual_seed(job.seed)  # as fit(): build_model draws the initial weights from it
-        mean, scale = fit_standardizer(X[local], tcfg.standardize)
-        model = build_model(cfg.model, X.shape[1:], n_classes)
-        model[0].mean.copy_(torch.from_numpy(mean))
-        model[0].scale.copy_(torch.from_numpy(scale))
-        model.to(dev).train()
-        # fit's own optimizer and scheduler, one per model: every model keeps its lr, decay, schedule
-        optimizer = build_optimizer(model, cfg.optim)
-        optimizers.append(optimizer)
-        schedulers.append(build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, tcfg.epochs, steps))
-        models.append(model)
-        gens.append(torch.Generator().manual_seed(job.seed))  # fit's batch order
-        rows.append(local)
-    M = len(models)
-    _, buffers = stack_module_state(models)  # the scalers, [M, ...]: constant during training
-    own = [dict(m.named_parameters()) for m in models]
-    names = list(own[0])
-    template = models[0]
-    width = max(max(bs, len(r) - (steps - 1) * bs) for r in rows)  # widest batch (a merged last batch)
-    Xt = torch.as_tensor(X, device=dev)
-    yt = torch.as_tensor(y, device=dev)
-    smoothing = tcfg.label_smoothing
+# ------------------------------------------------------------------------------------- the stacked forward
+class _Unsupported(Exception):
+    """A layer in a place :func:`_forward` has no stacked form for (checked once per family)."""
 
-    def loss_one(p, b, xb, yb, mask):
-        logits = functional_call(template, (p, b), (xb,))
-        per_row = nn.functional.cross_entropy(logits, yb, reduction="none", label_smoothing=smoothing)
-        loss = (per_row * mask).sum() / mask.sum()  # the mean over the model's real rows, as fit's loss
-        return loss, (loss, logits)
 
-    step_grad = vmap(grad(loss_one, has_aux=True))
-    histories: list[list[dict[str, float]]] = [[] for _ in range(M)]
-    done: dict[int, FitResult] = {}
-    for epoch in range(1, tcfg.epochs + 1):
-        index, mask, counts = _plan(rows, gens, steps, bs, width)
-        index, mask = index.to(dev), mask.to(dev)
-        losses = torch.zeros(steps, M, dtype=torch.float64)
-        correct = torch.zeros(steps, M, dtype=torch.int64)
-        for s in range(steps):
-            xb = Xt.index_select(0, index[s].reshape(-1)).view(M, width, *X.shape[1:])
-            yb = yt.index_select(0, index[s].reshape(-1)).view(M, width)
-            with torch.no_grad():
-                stacked = {k: torch.stack([p[k] for p in own]) for k in names}
-            grads, (loss, logits) = step_grad(stacked, buffers, xb, yb, mask[s])
-            for r in range(M):
-                if r in done:
-                    continue
-                for k in names:
-                    own[r][k].grad = grads[k][r]
-                optimizers[r].step()
-                schedulers[r].step()
-            losses[s] = loss.detach().double().cpu()
-            correct[s] = ((logits.detach().argmax(-1) == yb) & (mask[s] > 0)).sum(1).cpu()
-        for r in range(M):
-            if r in done:
-                continue
-            # the same float64 sum, in the same order, as fit(): batch loss x batch rows
-            total = sum(float(losses[s, r]) * counts[s][r] for s in range(steps))
-            seen = sum(counts[s][r] for s in range(steps))
-            if not math.isfinite(total):
-                histories[r].append({"epoch": epoch, "train_loss": float("nan")})
-                done[r] = _result(models[r], jobs[r], rows[r], histories[r], steps, M,
-                                  f"diverged: non-finite training loss in epoch {epoch}")
-                continue
-            record = {"epoch": epoch, "lr": optimizers[r].param_groups[0]["lr"], "train_loss": total / seen,
-                      "train_accuracy": int(correct[:, r].sum()) / seen}
-            histories[r].append(record)
-            if on_epoch is not None:
-                on_epoch(positions[r], record)
-        if len(done) == M:
-            break
-    out = []
-    for r in range(M):
-        result = done.get(r) or _result(models[r], jobs[r], rows[r], histories[r], steps, M, None)
-        result.seconds = (time.perf_counter() - start) / M
-        out.append(result)
+def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The leaf layers in forward order, with their parameter-name prefix (nested Sequentials unrolled;
+    identities dropped). ReLU then max-pool runs as max-pool then ReLU: the same numbers, forward and
+    backward (ReLU is monotone, zero-gradient wherever it ties), on a quarter of the activations."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Sequential | nn.Identity) or (isinstance(mod, nn.Dropout) and mod.p == 0):
+            continue
+        if isinstance(mod, nn.MaxPool2d) and out and type(out[-1][1]) is nn.ReLU:
+            out.insert(len(out) - 1, (f"{name}.", mod))
+            continue
+        out.append((f"{name}." if name else "", mod))
     return out
 
 
-def _plan(rows, gens, steps, bs, width):
-    """This epoch's batches, fit()'s order per model: row ids [S, M, W], mask [S, M, W], real rows [S][M]."""
-    M = len(rows)
-    index = np.zeros((steps, M, width), np.int64)
-    mask = np.zeros((steps, M, width), np.float32)
-    counts = [[0] * M for _ in range(steps)]
-    for r, (local, gen) in enumerate(zip(rows, gens, strict=True)):
-        perm = local[torch.randperm(len(local), generator=gen).numpy()]
-        for s in range(steps):
-            part = perm[s * bs : (s + 1) * bs] if s < steps - 1 else perm[s * bs :]
-            index[s, r, : len(part)] = part
-            mask[s, r, : len(part)] = 1.0
-            counts[s][r] = len(part)
-    return torch.from_numpy(index), torch.from_numpy(mask), counts
+def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+             x: torch.Tensor) -> torch.Tensor:
+    """Every model's logits ``[M, W, K]`` for its batch ``x [M, W, *sample]``; ``params`` / ``buffers`` by
+    the model's own names, each ``[M, ...]``.
+
+    A feature map holds every model's channels side by side, ``[W, M*C, H, W']`` in channels-last memory:
+    a convolution is ONE grouped convolution (group ``r``: model ``r``), pooling and activations act on
+    every model at once."""
+    M, W = x.shape[:2]
+    layout = "flat" if x.dim() == 3 else "models"  # models: [M, W, C, H, W']; grouped: [W, M*C, H, W']
+    for prefix, mod in layers:
+        if isinstance(mod, Standardize):  # (x - mean) / scale, as the layer computes it
+            x = (x - buffers[prefix + "mean"].unsqueeze(1)) / buffers[prefix + "scale"].unsqueeze(1)
+        elif isinstance(mod, nn.Conv2d):
+            if layout == "flat":
+                raise _Unsupported("conv2d on a flat input")
+            weight, bias = params[prefix + "weight"], params.get(prefix + "bias")
+            x, layout = _conv(_grouped(x) if layout == "models" else x, mod, weight, bias), "grouped"
+        elif isinstance(mod, nn.MaxPool2d | nn.AvgPool2d):
+            if layout == "flat":
+                raise _Unsupported("pooling a flat input")
+            x, layout = mod(_grouped(x) if layout == "models" else x), "grouped"  # channels-last in and out
+        elif isinstance(mod, nn.Flatten):
+            if layout == "grouped":  # [W, M*C, H, W'] -> [M, W, C*H*W'] in torch's (C, H, W) order
+                C, H, Wd = x.shape[1] // M, *x.shape[2:]
+                x = x.permute(0, 2, 3, 1).reshape(W, H, Wd, M, C).permute(3, 0, 4, 1, 2)
+            x, layout = x.reshape(M, W, -1), "flat"
+        elif isinstance(mod, nn.Linear):
+            if layout != "flat":
+                raise _Unsupported("linear on a map")
+            x = torch.bmm(x, params[prefix + "weight"].transpose(1, 2))
+            if mod.bias is not None:
+                x = _PerModel.apply(x, params[prefix + "bias"], False)
+        elif isinstance(mod, nn.LayerNorm):
+            if layout != "flat":
+                raise _Unsupported("layer norm on a map")
+            x = F.layer_norm(x, mod.normalized_shape, None, None, mod.eps)
+            if mod.elementwise_affine:
+                x = _PerModel.apply(x, params[prefix + "weight"], True)
+                x = _PerModel.apply(x, params[prefix + "bias"], False)
+        elif isinstance(mod, _ACTIVATIONS):
+            x = mod(x)  # element-wise: any layout
+        else:  # identities and dropout (p == 0, _layers_supported) are not in _layers
+            raise _Unsupported(type(mod).__name__)
+    if layout != "flat":
+        raise _Unsupported("no flatten before the output")
+    return x
 
 
-def _result(model, job, rows, history, steps, M, stop_reason) -> FitResult:
-    """Model ``r`` of the stack as fit() returns it (its own module: its parameters are what trained)."""
-    import copy
+class _PerModel(torch.autograd.Function):
+    """``x [M, ..., F] + b [M, F]`` (or ``*`` with ``scale``): a bias or gain per model, whose gradient
+    (a sum over the model's rows) is a batched matrix product with a row of ones, one GEMM per model.
+    Autograd's own sum for a broadcast bias (``baddbmm``'s, 4160 rows per model in an im2col convolution
+    tried here) gave a lone model other last bits than the same model in a stack; plain sums over the
+    dense layers' shapes agreed when tried, so for them this is a guarantee rather than a measured fix."""
 
-    model = copy.deepcopy(model).cpu().eval()  # a copy: a diverged model's tensors stay in the running stack
-    work.add_fit(model, tuple(model[0].mean.shape), len(rows), len(history))
-    return FitResult(
-        model=model,
-        history=history,
-        best_epoch=len(history),
-        stopped_early=stop_reason is not None,
-        train_index=np.asarray(rows),
-        val_index=np.asarray(rows)[:0],
-        seconds=0.0,
-        info={"steps_per_epoch": steps, "diverged": stop_reason is not None, "pruned": False,
-              "stop_reason": stop_reason, "batched": True, "stacked": "torch.func", "group_size": M},
-    )
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: torch.Tensor, scale: bool) -> torch.Tensor:
+        shape = (b.shape[0], *[1] * (x.dim() - 2), b.shape[1])
+        ctx.scale = scale
+        if scale:
+            ctx.save_for_backward(x, b)
+            return x * b.view(shape)
+        return x + b.view(shape)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        rows = g
+        if ctx.scale:
+            x, b = ctx.saved_tensors
+            rows = g * x
+            g = g * b.view(b.shape[0], *[1] * (g.dim() - 2), b.shape[1])
+        rows = rows.reshape(rows.shape[0], -1, rows.shape[-1])
+        ones = rows.new_ones(rows.shape[0], 1, rows.shape[1])
+        return g, torch.bmm(ones, rows).squeeze(1), None
+
+
+def _grouped(x: torch.Tensor) -> torch.Tensor:
+    """``[M, W, C, H, W']`` -> ``[W, M*C, H, W']`` channels-last (one copy; ``contiguous`` is not
+    redundant: with one channel the reshape is a view whose strides oneDNN does not take as channels-last,
+    and its convolution is then 4x slower)."""
+    M, W, C, H, Wd = x.shape
+    return x.permute(1, 0, 2, 3, 4).reshape(W, M * C, H, Wd).contiguous(memory_format=torch.channels_last)
+
+
+def _conv(x: torch.Tensor, mod: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``mod``'s convolution of every model's map ``x [W, M*C, H, W']``, as one convolution with a group per
+    model (oneDNN's grouped kernel on a CPU: group ``r``'s numbers are the same for any number of groups
+    from 2 up). With ONE group oneDNN takes another kernel, whose last bits differ for some input widths
+    (1, 3, 8 channels), so a lone CNN trains beside a twin of itself (:func:`fit_stacked`): a model's bits
+    must not depend on whether it trains alone."""
+    M, n_out = weight.shape[:2]
+    w = weight.reshape(M * n_out, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
+    b = None if bias is None else bias.reshape(M * n_out)
+    out = F.conv2d(x, w, b, mod.stride, mod.padding, groups=M)
+    # channels-last out: pooling is ~10x faster so (oneDNN returns some maps contiguous)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+# ------------------------------------------------------------------------------------------------ the stack
+class _Stack:
+    """The models of one group: parameters ``theta [M, P]`` (weight matrices and kernels first, the
+    columns weight decay and L1 touch), gradients ``grad [M, P]``, one row per model."""
+
+    def __init__(self, X, y, n_classes, jobs: list[FitJob], positions: list[int], device: str) -> None:
+        self.start = time.perf_counter()
+        self.dev = dev = resolve_device(device)
+        self.jobs, self.positions = jobs, positions
+        self.tcfg = tcfg = jobs[0].config.train  # shared by the stack (stack_key)
+        self.kind = _update_kind(jobs[0].config.optim)  # shared (fit_stacked's groups)
+        self.sample_shape = X.shape[1:]
+        n = len(jobs[0].train_index)
+        self.steps, self.bs = _steps(n, tcfg.batch_size), min(tcfg.batch_size, n)
+        self.width = self.bs + 1  # own config and rows only: never the stack's widest batch
+        self.models, self.rows, self.gens = [], [], []
+        for job in jobs:
+            local = np.asarray(job.train_index)
+            torch.manual_seed(job.seed)  # as fit(): build_model draws the initial weights from it
+            mean, scale = fit_standardizer(X[local], tcfg.standardize)
+            model = build_model(job.config.model, X.shape[1:], n_classes)
+            model[0].mean.copy_(torch.from_numpy(mean))
+            model[0].scale.copy_(torch.from_numpy(scale))
+            self.models.append(model.train())
+            self.gens.append(torch.Generator().manual_seed(job.seed))  # fit's batch order
+            self.rows.append(local)
+        M = len(jobs)
+        template = self.models[0]
+        named = list(template.named_parameters())
+        # decayed parameters first (optim.decays): weight decay and L1 act on the columns [:nd]
+        order = sorted(range(len(named)), key=lambda j: not decays(*named[j]))
+        self.names = [named[j][0] for j in order]
+        self.shapes = [named[j][1].shape for j in order]
+        sizes = [s.numel() for s in self.shapes]
+        self.offsets = np.cumsum([0, *sizes]).tolist()
+        self.nd = sum(size for j, size in zip(order, sizes, strict=True) if decays(*named[j]))
+        with torch.no_grad():
+            own = [dict(m.named_parameters()) for m in self.models]
+            self.theta = torch.stack([torch.cat([p[k].reshape(-1) for k in self.names]) for p in own])
+            self.theta = self.theta.to(dev)
+        self.grad = torch.zeros_like(self.theta)
+        # leaves of the autograd graph: views of theta (the update moves them in place)
+        self.leaves = [self.theta[:, a:b].view(M, *shape).detach().requires_grad_()
+                       for a, b, shape in zip(self.offsets, self.offsets[1:], self.shapes, strict=False)]
+        self.params = dict(zip(self.names, self.leaves, strict=True))
+        self.buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in self.models]).to(dev)
+                        for k, _ in template.named_buffers()}
+        self.layers = _layers(template)
+        self.X, self.y = torch.as_tensor(X, device=dev), torch.as_tensor(y, device=dev)
+        optims = [job.config.optim for job in jobs]
+        column = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).unsqueeze(1)  # noqa: E731
+        l1 = [o.l1 for o in optims]
+        self.l1 = column(l1) if any(l1) else None
+        wd = [o.weight_decay for o in optims]
+        self.l2 = column(wd) if any(wd) else None
+        self.moments = [torch.zeros_like(self.theta) for _ in range(1 if self.kind.startswith("sgd") else 2)]
+        self.optimizers, self.schedulers = [], []
+        if self.kind == "torch":  # fit()'s own optimizer per model, over views of its row of theta
+            for r, (model, job) in enumerate(zip(self.models, jobs, strict=True)):
+                params = self._row_parameters(model, r)
+                optimizer = build_optimizer(model, job.config.optim)
+                self.optimizers.append((optimizer, params))
+                self.schedulers.append(build_scheduler(optimizer, job.config.schedule, job.config.optim.lr,
+                                                       tcfg.epochs, self.steps))
+
+    def _row_parameters(self, model: nn.Module, r: int) -> list[torch.Tensor]:
+        """Rebind ``model``'s parameters to views of row ``r`` of theta (what torch's optimizer moves)."""
+        out = []
+        for k, a, b, shape in zip(self.names, self.offsets, self.offsets[1:], self.shapes, strict=False):
+            owner, _, leaf = k.rpartition(".")
+            p = nn.Parameter(self.theta[r, a:b].view(shape))  # shares theta's storage
+            model.get_submodule(owner)._parameters[leaf] = p
+            out.append(p)
+        return out
+
+    def _schedule(self, r: int, k: int) -> tuple[float, float | None]:
+        cfg = self.jobs[r].config
+        return schedule_at(cfg.schedule, cfg.optim.lr, k, self.tcfg.epochs, self.steps)
+
+    # ------------------------------------------------------------------------------------- one epoch
+    def _plan(self) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+        """This epoch's batches, fit()'s order per model: row ids ``[S, M*W]``, mask ``[S, M, W]``, real rows
+        ``[S][M]``. Padding repeats the model's own first row of the batch (masked out of the loss)."""
+        M, S, W, bs = len(self.rows), self.steps, self.width, self.bs
+        index = np.zeros((S, M, W), np.int64)
+        mask = np.zeros((S, M, W), np.float32)
+        counts = [[0] * M for _ in range(S)]
+        for r, (local, gen) in enumerate(zip(self.rows, self.gens, strict=True)):
+            perm = local[torch.randperm(len(local), generator=gen).numpy()]
+            for s in range(S):
+                part = perm[s * bs : (s + 1) * bs] if s < S - 1 else perm[s * bs :]
+                index[s, r, :] = part[0]
+                index[s, r, : len(part)] = part
+                mask[s, r, : len(part)] = 1.0
+                counts[s][r] = len(part)
+        return (torch.from_numpy(index.reshape(S, M * W)).to(self.dev), torch.from_numpy(mask).to(self.dev),
+                counts)
+
+    def _tables(self, epoch: int) -> torch.Tensor | None:
+        """Per-step scalars of every model, in double on the host as torch computes them, rounded to float32
+        as its kernels do: adam ``[S, 7, M, 1]`` (optim.adam_coefficients), sgd ``[S, 2, M, 1]`` (momentum,
+        -lr)."""
+        if self.kind == "torch":
+            return None
+        M, S = len(self.jobs), self.steps
+        table = np.empty((S, 7 if self.kind.startswith("adam") else 2, M), np.float64)
+        for r, job in enumerate(self.jobs):
+            o = job.config.optim
+            for s in range(S):
+                k = (epoch - 1) * S + s
+                lr, cycled = self._schedule(r, k)
+                if self.kind.startswith("adam"):
+                    beta1 = o.beta1 if cycled is None else cycled
+                    table[s, :, r] = adam_coefficients(lr, beta1, o.beta2, o.eps, o.weight_decay, k + 1)
+                else:
+                    table[s, :, r] = (o.momentum if cycled is None else cycled, -lr)
+        return torch.from_numpy(table).to(torch.float32).unsqueeze(-1).to(self.dev)
+
+    def _update(self, t: torch.Tensor | None) -> None:
+        """One optimizer step of every model, in fit()'s order: L1 gradient, then the optimizer's step."""
+        theta, g, nd = self.theta, self.grad, self.nd
+        if self.l1 is not None:  # d/dW of l1 * |W| (weight matrices), as fit's objective adds it
+            g[:, :nd].addcmul_(theta[:, :nd].sign(), self.l1)
+        if self.kind == "torch":
+            for (optimizer, params), scheduler, r in zip(self.optimizers, self.schedulers, range(len(g)),
+                                                         strict=True):
+                for p, a, b in zip(params, self.offsets, self.offsets[1:], strict=False):
+                    p.grad = g[r, a:b].view(p.shape)
+                optimizer.step()
+                scheduler.step()
+        elif self.kind.startswith("sgd"):  # torch.optim.SGD, single-tensor path
+            momentum, neg_lr = t.unbind()
+            if self.l2 is not None:
+                add_weight_decay(g[:, :nd], theta[:, :nd], self.l2)
+            sgd_update(theta, g, self.moments[0], momentum, neg_lr, nesterov=self.kind == "sgd-nesterov")
+        else:  # torch.optim.Adam / AdamW, single-tensor path
+            coefficients = t.unbind()
+            if self.l2 is not None and self.kind == "adamw":
+                theta[:, :nd].mul_(coefficients[6])  # param * (1 - lr * wd), decoupled
+            elif self.l2 is not None:
+                add_weight_decay(g[:, :nd], theta[:, :nd], self.l2)
+            adam_update(theta, g, *self.moments, coefficients)
+
+    def run(self, on_epoch: ManyEpochCallback | None) -> list[FitResult]:
+        M, W, S = len(self.jobs), self.width, self.steps
+        smoothing = self.tcfg.label_smoothing
+        histories: list[list[dict[str, float]]] = [[] for _ in range(M)]
+        done: dict[int, FitResult] = {}
+        for epoch in range(1, self.tcfg.epochs + 1):
+            index, mask, counts = self._plan()
+            tables = self._tables(epoch)
+            count = mask.sum(-1)  # [S, M] real rows
+            losses = torch.zeros(S, M)
+            correct = torch.zeros(S, M, dtype=torch.int64)
+            for s in range(S):
+                xb = self.X.index_select(0, index[s]).view(M, W, *self.sample_shape)
+                yb = self.y.index_select(0, index[s]).view(M, W)
+                logits = _forward(self.layers, self.params, self.buffers, xb)
+                per_row = F.cross_entropy(logits.reshape(M * W, -1), yb.reshape(-1), reduction="none",
+                                          label_smoothing=smoothing).view(M, W)
+                loss = (per_row * mask[s]).sum(1) / count[s]  # each model's mean over its real rows
+                grads = torch.autograd.grad(loss.sum(), self.leaves)  # the sum's gradient: each its own
+                with torch.no_grad():
+                    torch.cat([gr.reshape(M, -1) for gr in grads], dim=1, out=self.grad)
+                    self._update(None if tables is None else tables[s])
+                    losses[s] = loss.detach().cpu()
+                    correct[s] = ((logits.argmax(-1) == yb) & (mask[s] > 0)).sum(1).cpu()
+            for r in range(len(self.positions)):  # the models, not a twin (fit_stacked)
+                if r in done:
+                    continue
+                # the same float64 sum, in the same order, as fit(): batch loss x batch rows
+                total = sum(float(losses[s, r]) * counts[s][r] for s in range(S))
+                seen = sum(counts[s][r] for s in range(S))
+                if not math.isfinite(total):
+                    histories[r].append({"epoch": epoch, "train_loss": float("nan")})
+                    why = f"diverged: non-finite training loss in epoch {epoch}"
+                    done[r] = self._result(r, histories[r], why)
+                    continue
+                lr = (self.optimizers[r][0].param_groups[0]["lr"] if self.kind == "torch"
+                      else self._schedule(r, epoch * S)[0])
+                record = {"epoch": epoch, "lr": lr, "train_loss": total / seen,
+                          "train_accuracy": int(correct[:, r].sum()) / seen}
+                histories[r].append(record)
+                if on_epoch is not None:
+                    on_epoch(self.positions[r], record)
+            if len(done) == len(self.positions):
+                break
+        out = [done.get(r) or self._result(r, histories[r], None) for r in range(len(self.positions))]
+        for result in out:
+            result.seconds = (time.perf_counter() - self.start) / len(out)
+        return out
+
+    def _result(self, r: int, history, stop_reason: str | None) -> FitResult:
+        """Model ``r`` as fit() returns it: its own module, with a copy of its row of theta (a diverged
+        model's row keeps moving in the running stack)."""
+        model = self.models[r]
+        with torch.no_grad():
+            for k, a, b, shape in zip(self.names, self.offsets, self.offsets[1:], self.shapes, strict=False):
+                owner, _, leaf = k.rpartition(".")
+                own = self.theta[r, a:b].view(shape).cpu().clone()
+                model.get_submodule(owner)._parameters[leaf] = nn.Parameter(own)
+        model = model.cpu().eval()
+        rows = self.rows[r]
+        work.add_fit(model, tuple(self.sample_shape), len(rows), len(history))
+        return FitResult(
+            model=model,
+            history=history,
+            best_epoch=len(history),
+            stopped_early=stop_reason is not None,
+            train_index=np.asarray(rows),
+            val_index=np.asarray(rows)[:0],
+            seconds=0.0,
+            info={"steps_per_epoch": self.steps, "diverged": stop_reason is not None, "pruned": False,
+                  "stop_reason": stop_reason, "batched": True, "stacked": "im2col",
+                  "group_size": len(self.positions)},
+        )
 
 
 __all__ = ["fit_stacked", "stack_key"]
