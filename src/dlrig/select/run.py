@@ -177,25 +177,45 @@ def _with_workers(driver: NestedCV, tasks: list[tuple], n_jobs: int):
     """Yield every task's output, trained by ``n_jobs - 1`` worker processes and by this one.
 
     A fresh worker spends seconds importing torch before its first fit; this process has it loaded and
-    starts at once. The workers take tasks from the front of the list (loky's executor), this process
-    takes them from the back for as long as they are still waiting (a future that has not started can be
-    cancelled, then it runs here). Results do not depend on where a task ran: each task derives its seeds
-    from its own key, and a stacked fit's bits do not depend on its stack's other models.
+    starts at once. Tasks wait in one queue: a worker is handed the next one from the front each time it
+    finishes one (never more than one ahead, so nothing is stuck behind a busy worker), this process takes
+    them from the back. Results do not depend on where a task ran: each task derives its seeds from its own
+    key, and a stacked fit's bits do not depend on its stack's other models.
     """
+    from collections import deque
     from concurrent.futures import as_completed
 
     from joblib.externals.loky import ProcessPoolExecutor
 
+    waiting, lock, futures = deque(tasks), threading.Lock(), []
+
+    def hand_one(_finished=None) -> None:
+        with lock:  # the pop and the append together: once the queue is empty, `futures` is complete
+            if not waiting:
+                return
+            future = executor.submit(_run_task, driver, waiting.popleft(), True)
+            futures.append(future)
+        future.add_done_callback(hand_one)  # outside the lock: a finished future calls back at once
+
     # Its own executor, not loky's process-wide reusable one: joblib (the stacked shares) reuses that one
     # and expects its own attributes on it.
     with ProcessPoolExecutor(max_workers=n_jobs - 1) as executor:
-        futures = [executor.submit(_run_task, driver, task, True) for task in tasks]
-        for task, future in zip(reversed(tasks), reversed(futures), strict=True):
-            if not future.cancel():
-                break  # a worker has it, and every task before it
-            key, value, counts, seconds, _done = _run_task(driver, task)
-            yield key, value, counts, seconds, {}  # counted in this process's tally already
-        yield from (future.result() for future in as_completed([f for f in futures if not f.cancelled()]))
+        try:
+            for _ in range(n_jobs - 1):
+                hand_one()
+            while True:
+                with lock:
+                    task = waiting.pop() if waiting else None
+                if task is None:
+                    break
+                key, value, counts, seconds, _done = _run_task(driver, task)
+                yield key, value, counts, seconds, {}  # counted in this process's tally already
+            with lock:
+                handed = list(futures)
+            yield from (future.result() for future in as_completed(handed))
+        finally:
+            with lock:
+                waiting.clear()  # an error here, or the caller gone: hand the workers nothing more
 
 
 def _bigger_stacks_pay(device: str, base: Any = None, sample_shape: tuple = (), n_classes: int = 0) -> bool:
