@@ -2,12 +2,14 @@
 
 Run by hand from the repo root:
   OMP_NUM_THREADS=1 .venv/bin/python bench/cnn_stacked.py [--epochs 10] [--repeats 2]
-Prints a table and writes bench/results/cnn_stacked.json. Never part of the test suite.
+Prints a table and writes bench/results/cnn_stacked.json (``--out`` elsewhere). Never part of the test
+suite. ``--dropout 0.1``: the same workload with params.yaml's default dropout (write it with --out).
 
 Workload: sklearn digits as 1 x 8 x 8 images (1797), the train stage's path (``select_config``): nested CV,
 outer 5 x inner 3 folds, a grid of 2 learning rates of one CNN (channels [16, 32], dense head 64, depth 2,
-relu, dropout 0, Adam, constant lr, batch 64, no early stopping), final selection included: 5 x (2 x 3 + 1)
-+ 2 x 3 = 41 fits. Three variants, interleaved in rounds, in this one process (one torch thread, no cache):
+relu, dropout 0 unless ``--dropout``, Adam, constant lr, batch 64, no early stopping), final selection
+included: 5 x (2 x 3 + 1) + 2 x 3 = 41 fits. Three variants, interleaved in rounds, in this one process
+(one torch thread, no cache):
 
   stacked   the train stage's path as it runs on a CPU: every selection's fits of one shape in one stack
             (grouped convolutions, one vectorised Adam), the 5 outer refits in another (run.py stacks CNN
@@ -18,6 +20,8 @@ relu, dropout 0, Adam, constant lr, batch 64, no early stopping), final selectio
   loop      the same selection with the scorer's stacking off: fit() once per fit
 
 The CPU time of the process is the fairer number on a shared machine; the load average is recorded.
+With dropout the stack draws its masks from each model's own generator, fit() from the global RNG: the two
+stacked variants make the same selection, the loop a statistically equal one (not the same numbers).
 """
 
 from __future__ import annotations
@@ -43,11 +47,11 @@ from dlrig.select.run import select_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def params(epochs: int):
+def params(epochs: int, dropout: float = 0.0):
     return parse_params({
         "seed": 0,
         "model": {"name": "cnn", "channels": [16, 32], "hidden": 64, "depth": 2, "activation": "relu",
-                  "dropout": 0.0},
+                  "dropout": dropout},
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
         "schedule": {"name": "constant"},
         "train": {"epochs": epochs, "batch_size": 64, "standardize": "feature", "early_stopping": None},
@@ -64,13 +68,13 @@ class _Loop(select_run.TorchScorer):
         super().__init__(*args, **{**kwargs, "batched": False})
 
 
-def one(variant: str, data: Dataset, epochs: int) -> dict:
+def one(variant: str, data: Dataset, epochs: int, dropout: float = 0.0) -> dict:
     select_run.TorchScorer = _Loop if variant == "loop" else _Scorer
     if variant == "per_selection":
         select_run._bigger_stacks_pay = lambda *_args: False
     try:
         start, cpu = time.perf_counter(), time.process_time()
-        report = select_config(params(epochs), data, progress=False, log=lambda _line: None)
+        report = select_config(params(epochs, dropout), data, progress=False, log=lambda _line: None)
         return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
                 "mean_accuracy": report.summary["mean"], "fold_accuracy": report.summary["scores"],
                 "final": report.final.config}
@@ -87,6 +91,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="the CNN's dropout rate (0: the recorded workload)")
     ap.add_argument("--out", default="bench/results/cnn_stacked.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -96,7 +102,7 @@ def main() -> int:
     for _ in range(args.repeats):
         for variant in runs:
             load = os.getloadavg()[0]
-            r = one(variant, data, args.epochs)
+            r = one(variant, data, args.epochs, args.dropout)
             r["load_average_1min"] = load
             runs[variant].append(r)
             print(f"{variant:13s} {r['seconds']:7.1f} s wall, {r['cpu_seconds']:7.1f} s cpu, "
@@ -114,7 +120,11 @@ def main() -> int:
                    for a, b in zip(runs["loop"], runs["per_selection"], strict=True)),
                "same_fold_accuracy_and_config": all(
                    (r["fold_accuracy"], r["final"]) == (reference["fold_accuracy"], reference["final"])
-                   for rs in runs.values() for r in rs)}
+                   for rs in runs.values() for r in rs),
+               "same_fold_accuracy_and_config_stacked_variants": all(
+                   (r["fold_accuracy"], r["final"]) == (runs["stacked"][0]["fold_accuracy"],
+                                                        runs["stacked"][0]["final"])
+                   for v in ("stacked", "per_selection") for r in runs[v])}
     print(f"stacked vs loop: {summary['speedup_wall_median']:.1f}x wall (per-round range "
           f"{min(ratios):.1f}-{max(ratios):.1f}), {summary['speedup_cpu_median']:.1f}x cpu; accuracy "
           f"{summary['accuracy_stacked_minus_loop']:+.4f}; per_selection vs loop "
@@ -126,7 +136,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "load_average_after": os.getloadavg()},
         "workload": {"data": "sklearn digits as 1x8x8", "epochs": args.epochs, "fits": 41,
-                     "model": "cnn channels [16, 32], head 64, adam, constant lr, batch 64"},
+                     "model": "cnn channels [16, 32], head 64, adam, constant lr, batch 64",
+                     "dropout": args.dropout},
         "summary": summary, "runs": runs}, indent=2) + "\n")
     return 0
 

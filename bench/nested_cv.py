@@ -87,6 +87,7 @@ def run_train(X, y, epochs: int, variant: str) -> dict:
 
     from dlrig.data.dataset import Dataset
     from dlrig.select.run import select_config
+    from dlrig.train.fit import deterministic_kernels
 
     params = workload_params(epochs, n_jobs=2 if variant == "train_jobs2" else 1)
     if variant == "upfront":
@@ -94,7 +95,7 @@ def run_train(X, y, epochs: int, variant: str) -> dict:
 
         run._bigger_stacks_pay = lambda *_args: True  # as on a GPU: one stack per shape for all selections
     torch.set_num_threads(params.compute.torch_threads)  # as stages/train.py
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_kernels()  # as stages/train.py
     data = Dataset(X, y, [str(k) for k in range(10)], "digits")
     start, cpu = time.perf_counter(), time.process_time()
     report = select_config(params, data, progress=False, log=lambda _line: None)

@@ -1,11 +1,13 @@
-"""Stacked CNNs (dlrig.train.stacked_func) train each model as fit() does, to float tolerance, and a model's
-bytes do not depend on which other models share its stack."""
+"""Stacked CNNs (dlrig.train.stacked_func) train each model as fit() does, to float tolerance (with dropout:
+statistically, its masks drawn from the model's own generator), and a model's bytes do not depend on which
+other models share its stack."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dlrig.params import FitConfig
 from dlrig.train import fit, predict_proba
@@ -83,19 +85,22 @@ def test_the_same_seed_gives_the_same_initial_weights():
 
 def test_unsupported_settings_train_with_fit():
     X, y = _data()
-    for over in ({"model.dropout": 0.2}, {"train.early_stopping": {"patience": 2}}, {"train.grad_clip": 1.0},
-                 {"model.norm": "batch"}, {"train.loss.name": "focal"}):
-        config = FitConfig().with_overrides({**CNN, **over})
+    for over in ({"train.early_stopping": {"patience": 2}}, {"train.grad_clip": 1.0},
+                 {"model.norm": "batch"}, {"train.loss.name": "focal"}, {"model.residual": True}):
+        family = {**MLP, "model.dropout": 0.2} if "model.residual" in over else CNN
+        config = FitConfig().with_overrides({**family, **over})
         assert stack_key(config, X.shape[1:], 3) is None, over
-    config = FitConfig().with_overrides({**CNN, "model.dropout": 0.2, "train.epochs": 1})
+    config = FitConfig().with_overrides({**CNN, "model.dropout": 0.2, "train.grad_clip": 1.0, "train.epochs": 1})
     result, = fit_stacked(X, y, 3, [FitJob(np.arange(60), config, 1)])
     assert result.info["stacked"] is False
 
 
 def _jobs_around(job, X):
-    """``job`` in the middle of a stack of 4 with other configs, rows and seeds (same steps per epoch)."""
-    other = job.config.with_overrides({"optim.lr": 0.003, "optim.weight_decay": 0.01})
-    return [FitJob(np.arange(5, 66), other, 11), FitJob(np.arange(0, 61), job.config, 12), job,
+    """``job`` in the middle of a stack of 4 with other configs (dropout rates too), rows and seeds (same
+    steps per epoch)."""
+    other = job.config.with_overrides({"optim.lr": 0.003, "optim.weight_decay": 0.01, "model.dropout": 0.5})
+    twin = job.config.with_overrides({"model.dropout": 0.0 if job.config.model.dropout else 0.3})
+    return [FitJob(np.arange(5, 66), other, 11), FitJob(np.arange(0, 61), twin, 12), job,
             FitJob(np.arange(9, 70), other, 13)]
 
 
@@ -103,16 +108,19 @@ MLP = {"model.name": "mlp", "model.hidden": 16, "model.depth": 2, "model.norm": 
        "optim.name": "rmsprop", "train.epochs": 3, "train.batch_size": 16, "train.early_stopping": None}
 
 
-@pytest.mark.parametrize(("family", "channels"), [
-    (CNN, 1), (CNN, 3),  # with one group oneDNN's kernel differs for these widths: the twin
-    (MLP, 1),  # a family fit_many leaves to fit() (rmsprop): dense layers, layer norm, torch's optimizer
+@pytest.mark.parametrize(("family", "channels", "dropout"), [
+    (CNN, 1, 0.0), (CNN, 3, 0.0),  # with one group oneDNN's kernel differs for these widths: the twin
+    (MLP, 1, 0.0),  # a family fit_many leaves to fit() (rmsprop): dense layers, layer norm, torch's optimizer
+    (CNN, 1, 0.2), (MLP, 1, 0.2),  # dropout on, among mates with other rates (0.5, 0.0)
 ])
-def test_a_models_bytes_do_not_depend_on_its_stack_mates(family, channels):
+def test_a_models_bytes_do_not_depend_on_its_stack_mates(family, channels, dropout):
     """The fit cache keys a fit by its own config, rows and seed: trained alone or among others, the same
-    job gives the same bytes (batches padded to its own width, per-model reductions, a twin when alone)."""
+    job gives the same bytes (batches padded to its own width, per-model reductions, a twin when alone,
+    dropout masks from the model's own generator in blocks of its own width; with dropout 0 the mates'
+    masks never touch it)."""
     X, y = _data()
     X = np.repeat(X, channels, axis=1) + np.arange(channels, dtype=np.float32)[:, None, None]
-    config = FitConfig().with_overrides({**family, "optim.weight_decay": 1e-3}
+    config = FitConfig().with_overrides({**family, "optim.weight_decay": 1e-3, "model.dropout": dropout}
                                         | ({"model.channels": [4, 6]} if family is CNN else {}))
     assert stack_key(config, X.shape[1:], 3) is not None
     job = FitJob(np.arange(3, 63), config, 5)
@@ -174,3 +182,90 @@ def test_a_diverging_stack_mate_is_reported_as_fit_reports_it_and_changes_nothin
     assert blown.info["stop_reason"] == reference.info["stop_reason"]
     assert kept.history == alone.history
     assert all(torch.equal(p, q) for p, q in zip(kept.model.parameters(), alone.model.parameters(), strict=True))
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X.reshape(-1, 1, 8, 8).astype(np.float32), y
+
+
+def test_dropout_trains_as_fit_does_with_masks_kept_at_one_minus_p(monkeypatch):
+    """Dropout 0.3: the stack's masks keep 1 - p of the units, scaled by 1 / (1 - p) as nn.Dropout, each
+    model its own masks; held-out accuracy on digits as fit()'s (whose masks come from the global RNG)."""
+    import dlrig.train.stacked_func as sf
+
+    masks = []
+    real = sf._dropout_mask
+    monkeypatch.setattr(sf, "_dropout_mask", lambda *a: masks.append(real(*a)) or masks[-1])
+    X, y = _digits()
+    config = FitConfig().with_overrides({
+        "model.name": "cnn", "model.channels": [8], "model.hidden": 32, "model.depth": 2, "model.dropout": 0.3,
+        "optim.lr": 3e-3, "train.epochs": 5, "train.batch_size": 32, "train.early_stopping": None})
+    train, test = np.arange(1200), np.arange(1200, len(y))
+    seeds = (1, 2, 3)
+    stacked = fit_stacked(X, y, 10, [FitJob(train, config, s) for s in seeds])
+    assert {r.info["group_size"] for r in stacked} == {3}
+    # two dropout layers (after Flatten, after the hidden layer) per step, 38 steps, 5 epochs
+    assert len(masks) == 2 * 38 * 5 and masks[0].shape == (3, 33, 8 * 4 * 4)
+    drawn = torch.cat([m.reshape(-1) for m in masks])
+    assert (drawn > 0).float().mean().item() == pytest.approx(0.7, abs=0.005)
+    assert set(drawn.unique().tolist()) == {0.0, (torch.ones(1) / 0.7).item()}
+    assert not torch.equal(masks[0][0], masks[0][1])  # each model its own masks
+
+    def accuracy(model):
+        assert not model.training  # prediction: no dropout
+        return float((predict_proba(model, X[test]).argmax(1) == y[test]).mean())
+
+    ours = np.mean([accuracy(r.model) for r in stacked])
+    theirs = np.mean([accuracy(fit(X[train], y[train], 10, config, s).model) for s in seeds])
+    assert ours > 0.8 and theirs > 0.8
+    assert ours == pytest.approx(theirs, abs=0.04)
+    np.testing.assert_array_equal(predict_proba(stacked[0].model, X[test]), predict_proba(stacked[0].model, X[test]))
+
+
+def test_dropout_zero_draws_nothing(monkeypatch):
+    """A model with dropout 0 takes no mask draw (its generator untouched) and no multiply: a stack without
+    dropout runs the old path; beside a dropping mate only the mate draws."""
+    draws = []
+    real = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, generator=None, **kw: draws.append(generator) or real(
+        *a, generator=generator, **kw))
+    X, y = _data()
+    config = FitConfig().with_overrides(CNN)  # dropout 0
+    fit_stacked(X, y, 3, [FitJob(np.arange(60), config, 1), FitJob(np.arange(5, 65), config, 2)])
+    assert draws == []
+    mate = config.with_overrides({"model.dropout": 0.3})
+    fit_stacked(X, y, 3, [FitJob(np.arange(60), config, 1), FitJob(np.arange(5, 65), mate, 2)])
+    assert len(draws) == 2 * 4 * 3  # the mate only: 2 dropout layers x 4 steps x 3 epochs
+    assert len({id(g) for g in draws}) == 1
+
+
+def test_dropout_where_the_stack_has_no_masks_for_it_trains_with_fit(monkeypatch):
+    """A dropout on a feature map (cnn.py builds none: its dropout sits in the dense head) or a Dropout2d is
+    not a layout the stack draws masks for: stack_key is None. At rate 0 the map's dropout is the identity."""
+    import dlrig.train.stacked_func as sf
+    from dlrig.models import build_model
+
+    def inserting(layer):
+        def build(cfg, shape, k):
+            layers = list(build_model(cfg, shape, k))
+            i = next(i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)) + 1
+            return nn.Sequential(*layers[:i], layer(cfg.dropout), *layers[i:])
+        return build
+
+    X, _ = _data()
+    try:
+        for layer, dropout, supported in ((nn.Dropout, 0.2, False), (nn.Dropout, 0.0, True),
+                                          (nn.Dropout2d, 0.2, False)):
+            sf._template_json.cache_clear()
+            sf._family_supported.cache_clear()
+            monkeypatch.setattr(sf, "build_model", inserting(layer))
+            config = FitConfig().with_overrides({**CNN, "model.dropout": dropout})
+            assert (stack_key(config, X.shape[1:], 3) is not None) == supported, (layer, dropout)
+    finally:
+        monkeypatch.undo()
+        sf._template_json.cache_clear()
+        sf._family_supported.cache_clear()
+    assert stack_key(FitConfig().with_overrides({**CNN, "model.dropout": 0.2}), X.shape[1:], 3) is not None

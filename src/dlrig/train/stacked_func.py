@@ -34,19 +34,30 @@ a bias gradient as a GEMM with a row of ones); a lone CNN trains beside a twin o
 takes another kernel for a one-group convolution (see :func:`_conv`). tests/train/test_stacked_func.py:
 a job trained alone and in a stack of 4 with other configs, rows and seeds gives ``torch.equal`` weights.
 The fit cache keys a fit by its own config, rows and seed, so this is what lets the scorer stack them.
-With more threads oneDNN and MKL split reductions by the stack's size: the bits then depend on the stack.
+Dropout keeps it so (:func:`_dropout_mask`): each model draws its masks from its own generator, seeded
+from ``SeedSequence([job.seed, 1])`` as batched.py seeds its, in blocks of its own padded width (rows) by
+the layer's features, at every step (every model of a stack has a batch at every step); a model with
+dropout 0 draws nothing and is multiplied by exactly 1. How many mates, their rates and rows never move a
+model's generator. With more threads oneDNN and MKL split reductions by the stack's size: the bits then
+depend on the stack.
 
 Same training as :func:`dlrig.train.fit` for the subset supported here, step for step: the initial weights
 (``build_model`` under ``torch.manual_seed(seed)``), the scaler (fitted on the job's rows), the batch order
 (a generator seeded like fit's), the last-batch rule, the loss (cross-entropy with label smoothing, as
 ``training_loss`` builds it for these settings: the mean over the batch), L1 on weight matrices, the
 schedule (``optim.schedule_at``) and the epoch records. Held to fit() to float tolerance, not bit for bit.
+Dropout is inverted dropout as ``nn.Dropout`` (kept with probability ``1 - p``, scaled by ``1 / (1 - p)``;
+none at prediction: the returned module is in eval mode) but its masks are not fit()'s (fit draws from the
+global RNG): statistically the same training, not the same numbers (test_stacked_func.py: held-out
+accuracy on digits as fit()'s, masks keeping ``1 - p``).
 
 Supported (:func:`stack_key` is None otherwise, and the job trains with fit()): any config whose built
-model has only the layers of ``_LAYERS`` in an order :func:`_forward` knows (no dropout, batch norm or
-recurrent layers: their random masks and running statistics are per-model state this stack does not
-carry; convolutions without groups or dilation), every ``train`` key at its default but epochs,
-batch_size, standardize and label_smoothing (shared by a stack), and no early stopping.
+model has only the layers of ``_LAYERS`` in an order :func:`_forward` knows (no batch norm or recurrent
+layers: their running statistics and state are per-model state this stack does not carry; convolutions
+without groups or dilation; ``nn.Dropout`` only on flat features, where cnn.py and mlp.py put it -- after
+Flatten and after each hidden dense layer -- and not in place: a dropout on a feature map or a Dropout2d
+is refused), ``model.dropout`` per model (a stack may mix rates), every ``train`` key at its default but
+epochs, batch_size, standardize and label_smoothing (shared by a stack), and no early stopping.
 """
 
 from __future__ import annotations
@@ -97,8 +108,6 @@ def _layers_supported(model: nn.Module) -> bool:
     for mod in model.modules():
         if type(mod) not in _LAYERS or getattr(mod, "inplace", False):
             return False
-        if isinstance(mod, nn.Dropout) and mod.p != 0:
-            return False
         if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or tuple(mod.dilation) != (1, 1)
                                            or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
             return False
@@ -112,17 +121,21 @@ def _family_supported(model_json: str, sample_shape: tuple[int, ...], n_classes:
     model = _template_json(model_json, sample_shape, n_classes)
     if not _layers_supported(model):
         return False
+    # the model's own dropout, if any, run as the stack runs it: a dropout on a feature map is refused
+    active = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
     try:  # a LayerNorm on a feature map, a pooling before any convolution: not a layout _forward knows
         _forward(_layers(model), {n: p.detach()[None] for n, p in model.named_parameters()},
-                 {n: b[None] for n, b in model.named_buffers()}, torch.zeros(1, 2, *sample_shape))
+                 {n: b[None] for n, b in model.named_buffers()}, torch.zeros(1, 2, *sample_shape),
+                 (lambda _prefix, x: x) if active else None)
     except _Unsupported:
         return False
     return True
 
 
 def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) -> str | None:
-    """What jobs must share to train as one stack here: the architecture and the ``train`` section (each
-    model keeps its own optimizer and schedule); None: not supported, train with fit()."""
+    """What jobs must share to train as one stack here: the architecture but its dropout rate, and the
+    ``train`` section (each model keeps its own optimizer, schedule and dropout rate); None: not supported,
+    train with fit()."""
     if config.train.early_stopping is not None:
         return None
     train = {k: v for k, v in config.train.model_dump().items() if k not in _TRAIN_KEYS}
@@ -131,7 +144,9 @@ def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) ->
     model_json = config.model.model_dump_json()
     if not _family_supported(model_json, tuple(sample_shape), n_classes):
         return None
-    return json.dumps([model_json, config.train.model_dump_json()])
+    # the dropout rate is per model (each row its own masks and rate), as in batched.py's _PER_MODEL
+    shared = config.model.model_dump() | {"dropout": None}
+    return json.dumps([json.dumps(shared, sort_keys=True), config.train.model_dump_json()])
 
 
 def _update_kind(o: OptimParams) -> str:
@@ -208,11 +223,12 @@ class _Unsupported(Exception):
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The leaf layers in forward order, with their parameter-name prefix (nested Sequentials unrolled;
-    identities dropped). ReLU then max-pool runs as max-pool then ReLU: the same numbers, forward and
+    identities dropped; dropout kept whatever its rate: its rate is per model, see :func:`_forward`). ReLU
+    then max-pool runs as max-pool then ReLU: the same numbers, forward and
     backward (ReLU is monotone, zero-gradient wherever it ties), on a quarter of the activations."""
     out: list[tuple[str, nn.Module]] = []
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Sequential | nn.Identity) or (isinstance(mod, nn.Dropout) and mod.p == 0):
+        if isinstance(mod, nn.Sequential | nn.Identity):
             continue
         if isinstance(mod, nn.MaxPool2d) and out and type(out[-1][1]) is nn.ReLU:
             out.insert(len(out) - 1, (f"{name}.", mod))
@@ -222,9 +238,12 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-             x: torch.Tensor) -> torch.Tensor:
+             x: torch.Tensor, dropout: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+             ) -> torch.Tensor:
     """Every model's logits ``[M, W, K]`` for its batch ``x [M, W, *sample]``; ``params`` / ``buffers`` by
-    the model's own names, each ``[M, ...]``.
+    the model's own names, each ``[M, ...]``. ``dropout(prefix, x)`` applies the dropout layer at
+    ``prefix`` to a flat ``x [M, W, F]`` (training with some model's rate > 0); None: every dropout layer
+    is the identity (evaluation, or no model of the stack drops anything: no draw, no multiply).
 
     A feature map holds every model's channels side by side, ``[W, M*C, H, W']`` in channels-last memory:
     a convolution is ONE grouped convolution (group ``r``: model ``r``), pooling and activations act on
@@ -263,7 +282,13 @@ def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.T
                 x = _PerModel.apply(x, params[prefix + "bias"], False)
         elif isinstance(mod, _ACTIVATIONS):
             x = mod(x)  # element-wise: any layout
-        else:  # identities and dropout (p == 0, _layers_supported) are not in _layers
+        elif isinstance(mod, nn.Dropout):
+            if dropout is None:
+                continue
+            if layout != "flat":  # cnn.py drops out only in the dense head; a map's masks are not drawn here
+                raise _Unsupported("dropout on a map")
+            x = dropout(prefix, x)
+        else:  # identities are not in _layers
             raise _Unsupported(type(mod).__name__)
     if layout != "flat":
         raise _Unsupported("no flatten before the output")
@@ -320,6 +345,20 @@ def _conv(x: torch.Tensor, mod: nn.Conv2d, weight: torch.Tensor, bias: torch.Ten
     return out.contiguous(memory_format=torch.channels_last)
 
 
+def _dropout_mask(gens: Sequence[torch.Generator], keeps: Sequence[float], shape: tuple[int, ...],
+                  device: torch.device) -> torch.Tensor:
+    """Inverted-dropout multipliers ``[M, *shape]`` as ``nn.Dropout`` makes them: kept with probability
+    ``keep``, scaled by ``1 / keep``. Model ``r`` draws ``shape`` (its own padded batch width, which its
+    own config and rows fix, times the layer's features) from its own generator ``gens[r]``; a model with
+    ``keep == 1`` draws nothing and multiplies by exactly 1. So a model's masks never depend on its stack
+    mates: not on their number, rates or rows."""
+    mask = torch.ones(len(gens), *shape, device=device)
+    for r, (gen, keep) in enumerate(zip(gens, keeps, strict=True)):
+        if keep < 1:
+            mask[r] = (torch.rand(shape, generator=gen, device=device) < keep) / keep
+    return mask
+
+
 # ------------------------------------------------------------------------------------------------ the stack
 class _Stack:
     """The models of one group: parameters ``theta [M, P]`` (weight matrices and kernels first, the
@@ -368,6 +407,13 @@ class _Stack:
         self.buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in self.models]).to(dev)
                         for k, _ in template.named_buffers()}
         self.layers = _layers(template)
+        # dropout: each model's keep probability per dropout layer (its own built module's rate) and its
+        # own mask generator, seeded from its job alone as batched.py seeds them (never fit's global RNG)
+        self.keeps = {prefix: [1 - m.get_submodule(prefix[:-1]).p for m in self.models]
+                      for prefix, mod in self.layers if isinstance(mod, nn.Dropout)}
+        self.dropping = any(k < 1 for ks in self.keeps.values() for k in ks)
+        self.dropout_gens = [torch.Generator(device=dev).manual_seed(
+            int(np.random.SeedSequence([job.seed, 1]).generate_state(1)[0])) for job in jobs]
         self.X, self.y = torch.as_tensor(X, device=dev), torch.as_tensor(y, device=dev)
         optims = [job.config.optim for job in jobs]
         column = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).unsqueeze(1)  # noqa: E731
@@ -394,6 +440,13 @@ class _Stack:
             model.get_submodule(owner)._parameters[leaf] = p
             out.append(p)
         return out
+
+    def _dropout(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
+        """The dropout layer at ``prefix`` on ``x [M, W, F]`` in training (see :func:`_dropout_mask`)."""
+        keeps = self.keeps[prefix]
+        if all(k == 1 for k in keeps):
+            return x
+        return x * _dropout_mask(self.dropout_gens, keeps, tuple(x.shape[1:]), x.device)
 
     def _schedule(self, r: int, k: int) -> tuple[float, float | None]:
         cfg = self.jobs[r].config
@@ -477,7 +530,8 @@ class _Stack:
             for s in range(S):
                 xb = self.X.index_select(0, index[s]).view(M, W, *self.sample_shape)
                 yb = self.y.index_select(0, index[s]).view(M, W)
-                logits = _forward(self.layers, self.params, self.buffers, xb)
+                logits = _forward(self.layers, self.params, self.buffers, xb,
+                                  self._dropout if self.dropping else None)
                 per_row = F.cross_entropy(logits.reshape(M * W, -1), yb.reshape(-1), reduction="none",
                                           label_smoothing=smoothing).view(M, W)
                 loss = (per_row * mask[s]).sum(1) / count[s]  # each model's mean over its real rows
