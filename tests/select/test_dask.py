@@ -222,3 +222,23 @@ def test_study_jobs_on_the_cluster_equal_the_local_ones(cluster):
     local = map_jobs(ComputeParams(n_jobs=1), _job, jobs)
     remote = map_jobs(ComputeParams(backend="dask", scheduler=address), _job, jobs)
     assert remote == local and len({r["neg_log_loss"] for r in local}) == 3
+
+
+def test_map_jobs_counts_the_fits_its_worker_processes_train():
+    """A study's fits in loky workers reach its cost record: without the merge its augmentation and
+    distillation rows said 0 fits."""
+    from dlrig.params import ComputeParams, FitConfig
+    from dlrig.select.cluster import map_jobs
+    from dlrig.studies.labels import _job
+    from dlrig.train import work
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), 30)
+    config = FitConfig.model_validate({"model": {"hidden": 8, "depth": 1}, "train": {"epochs": 2}})
+    jobs = [(X, y, np.arange(60), X[60:], y[60:], 3, config, seed) for seed in (1, 2, 3)]
+    before = work.snapshot()
+    parallel = map_jobs(ComputeParams(n_jobs=2), _job, jobs)
+    counted = work.since(before)
+    assert counted["fits"] == 3 and counted["flops"] > 0
+    assert parallel == map_jobs(ComputeParams(n_jobs=1), _job, jobs)

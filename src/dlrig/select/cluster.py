@@ -92,17 +92,34 @@ def run_jobs(client: Any, fn: Callable[..., Any], shared: Any, jobs: Iterable[An
         client.cancel([*futures, shared_future])
 
 
+def _counted(fn: Callable[..., Any], *job: Any) -> tuple[Any, dict[str, float]]:
+    """``fn(*job)`` in another process, with the fits it trained there (the cost record's tally)."""
+    from dlrig.train import work
+
+    before = work.snapshot()
+    return fn(*job), work.since(before)
+
+
+def _merged(outputs: list[tuple[Any, dict[str, float]]]) -> list[Any]:
+    from dlrig.train import work
+
+    for _, done in outputs:
+        work.merge(done)
+    return [result for result, _ in outputs]
+
+
 def map_jobs(compute: ComputeParams, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
     """``[fn(*job) for job in jobs]``, in order, where ``compute`` says: one process, ``compute.n_jobs``
     local processes (loky), or the Dask cluster at ``compute.scheduler``. Each job carries its own seed, so
-    the results are the same wherever it runs (the studies' seeds go through here)."""
+    the results are the same wherever it runs (the studies' seeds go through here). The fits trained
+    elsewhere are added to this process's work tally, so the stage's cost record counts them."""
     if compute.backend == "dask":
         from distributed import KilledWorker
 
         with connect(compute) as client:
-            futures = [client.submit(fn, *job, pure=False) for job in jobs]
+            futures = [client.submit(_counted, fn, *job, pure=False) for job in jobs]
             try:
-                return client.gather(futures)
+                return _merged(client.gather(futures))
             except KilledWorker as exc:
                 raise UserError(f"a Dask job ({exc.task}) killed every worker that ran it: check the "
                                 "workers' memory and logs") from None
@@ -111,5 +128,6 @@ def map_jobs(compute: ComputeParams, fn: Callable[..., Any], jobs: list[tuple]) 
     if compute.n_jobs > 1 and len(jobs) > 1:
         from joblib import Parallel, delayed
 
-        return Parallel(n_jobs=compute.n_jobs, backend="loky")(delayed(fn)(*job) for job in jobs)
+        return _merged(Parallel(n_jobs=compute.n_jobs, backend="loky")(delayed(_counted)(fn, *job)
+                                                                         for job in jobs))
     return [fn(*job) for job in jobs]
