@@ -228,16 +228,12 @@ def _bigger_stacks_pay(device: str, base: Any = None, sample_shape: tuple = (), 
     weights and Adam moments, ~25 MB, outgrow the CPU's cache; 12 models' fit in it). Every way gives the
     same bytes (tests/select/test_upfront.py): a stacked fit does not depend on its stack mates.
     """
-    import torch
-
-    from dlrig.train.batched import batch_key
     from dlrig.train.fit import resolve_device
-    from dlrig.train.stacked_func import stack_key
+    from dlrig.train.stacked_func import stacks_here, trains_stacked
 
     if resolve_device(device).type == "cuda":
         return True
-    return (base is not None and torch.get_num_threads() == 1 and batch_key(base) is None
-            and stack_key(base, sample_shape, n_classes) is not None)
+    return base is not None and stacks_here(device) and trains_stacked(base, sample_shape, n_classes)
 
 
 def _train_upfront(driver: NestedCV, tasks: list[tuple], n_jobs: int) -> None:

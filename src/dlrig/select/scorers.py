@@ -322,16 +322,11 @@ class TorchScorer:
         lone refit ~1.6x), the same fold accuracies and selection. A lone CNN goes through the stack too,
         so every fit in a search is made one way; fit() called directly agrees to float tolerance only.
         """
-        import torch
+        from dlrig.train.batched import fit_many
+        from dlrig.train.stacked_func import fit_stacked, stacks_here, trains_stacked
 
-        from dlrig.train.batched import batch_key, fit_many
-        from dlrig.train.fit import resolve_device
-        from dlrig.train.stacked_func import fit_stacked, stack_key
-
-        shape = self.X.shape[1:]
-        stacking = resolve_device(self.device).type == "cuda" or torch.get_num_threads() == 1
-        func = {j for j, job in enumerate(many) if stacking and batch_key(job.config) is None
-                and stack_key(job.config, shape, self.n_classes) is not None}
+        shape, here = self.X.shape[1:], stacks_here(self.device)
+        func = {j for j, job in enumerate(many) if here and trains_stacked(job.config, shape, self.n_classes)}
         if not func:
             return fit_many(self.X, self.y, self.n_classes, many, device=self.device, on_epoch=on_epoch)
         out: list[Any] = [None] * len(many)

@@ -85,12 +85,13 @@ from dlrig.train.fit import (
     fit,
     fit_standardizer,
     resolve_device,
+    steps_per_epoch,
 )
 from dlrig.train.losses import cross_entropy_grad, cross_entropy_rows
 from dlrig.train.optim import (
     ADAM_NO_STEP,
     adam_coefficients,
-    adam_update,
+    adam_rows,
     add_weight_decay,
     decays,
     schedule_at,
@@ -135,6 +136,13 @@ _NO_EFFECT = {"model": ("channels", "kernel_size"),  # unused by mlp + sgd/adam(
               "optim": ("alpha", "rho", "centered", "lr_decay", "initial_accumulator_value",
                         "momentum_decay")}
 _OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def dropout_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A model's own dropout-mask stream, from its job's seed alone (never fit's global RNG, never its
+    stack mates): the stacked trainers (this module and stacked_func) draw every mask from it."""
+    return torch.Generator(device=device).manual_seed(
+        int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
 _FUSED_ADAM = hasattr(torch, "_fused_adam_")  # else the vectorised update below (same math)
 _STACK_BYTES = 1 << 30  # default cap on a stack's parameter-sized state (theta, grad, moments, best copy)
 # Row layout: the weight block and the bias block of each model's row of theta start on a multiple of this
@@ -320,7 +328,7 @@ class _Stack:
             net[0].scale.copy_(torch.from_numpy(sd))
             n = len(fit_local)
             bs = min(cfg.train.batch_size, n)
-            steps = max(1, n // bs if n % bs == 1 else math.ceil(n / bs))  # fit()'s last-batch rule
+            steps = steps_per_epoch(n, bs)
             es = cfg.train.early_stopping
             early = EarlyStopping(es) if es is not None else None
             pruner = [] if on_epoch is None else [EpochFunction(lambda record, i=index: on_epoch(i, record))]
@@ -354,8 +362,7 @@ class _Stack:
         self.scale = torch.stack(scale).unsqueeze(1).to(dev)
         # Padded batch width: the largest batch of any model (a merged last batch can be batch_size + 1).
         self.width = max(max(m.batch_size, len(m.fit_rows) - (m.steps - 1) * m.batch_size) for m in models)
-        self.dropout_gens = [torch.Generator(device=dev).manual_seed(
-            int(np.random.SeedSequence([m.job.seed, 1]).generate_state(1)[0])) for m in models]
+        self.dropout_gens = [dropout_generator(m.job.seed, dev) for m in models]
         self._init_state()
         return self
 
@@ -629,13 +636,8 @@ class _Stack:
 
     def _adam(self, t: torch.Tensor) -> None:
         """torch.optim.Adam/AdamW single-tensor path, vectorised over models (when no fused kernel)."""
-        theta, g, nd = self.theta, self.grad, self.n_decayed
-        coefficients = t.unbind()
-        if self.l2 is not None and self.optim == "adamw":
-            theta[:, :nd].mul_(coefficients[6])  # param * (1 - lr * wd)
-        elif self.l2 is not None:
-            add_weight_decay(g[:, :nd], theta[:, :nd], self.l2)
-        adam_update(theta, g, *self.moments, coefficients)
+        adam_rows(self.theta, self.grad, self.moments, t.unbind(), self.l2, self.n_decayed,
+                  decoupled=self.optim == "adamw")
 
     # ------------------------------------------------------------------------------------ the loop
     @torch.no_grad()

@@ -52,6 +52,13 @@ class FitResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches an epoch of ``n`` rows takes: a last batch of one sample joins the one before (batch norm
+    cannot normalise a batch of size 1). Every trainer steps by this rule."""
+    bs = min(batch_size, n)
+    return max(1, n // bs if n % bs == 1 else math.ceil(n / bs))
+
+
 def deterministic_kernels() -> None:
     """``torch.use_deterministic_algorithms(True, warn_only=True)`` minus its import of the compiler's
     config: the public function also sets ``torch._inductor.config.deterministic`` (for compiled code), and
@@ -182,10 +189,9 @@ def fit(
 
     n = len(step_idx)
     batch_size = min(tcfg.batch_size, n)
-    # Drop a last batch of one sample: batch norm cannot normalise a batch of size 1.
-    steps_per_epoch = max(1, n // batch_size if n % batch_size == 1 else math.ceil(n / batch_size))
+    steps = steps_per_epoch(n, batch_size)
     optimizer = build_optimizer(model, config.optim, transfer.lr_scales if transfer is not None else None)
-    scheduler = build_scheduler(optimizer, config.schedule, config.optim.lr, tcfg.epochs, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, config.schedule, config.optim.lr, tcfg.epochs, steps)
     eval_loss = nn.CrossEntropyLoss()  # validation loss is the plain loss, comparable across settings
     l1 = config.optim.l1
 
@@ -199,7 +205,7 @@ def fit(
     watched = bool(after_backward or step_end)
     history: list[dict[str, float]] = []
     state = FitState(model=model, optimizer=optimizer, scheduler=scheduler, config=config,
-                     steps_per_epoch=steps_per_epoch, history=history)
+                     steps_per_epoch=steps, history=history)
     for cb in hooks:
         cb.on_fit_start(state)
 
@@ -216,9 +222,9 @@ def fit(
             order = torch.randperm(n, generator=rng)
         perm = order.to(dev)
         total_loss, total_correct, seen = 0.0, 0, 0
-        for step in range(steps_per_epoch):
+        for step in range(steps):
             idx = perm[step * batch_size : (step + 1) * batch_size]
-            if step == steps_per_epoch - 1:
+            if step == steps - 1:
                 idx = perm[step * batch_size :]
             xb, yb = X_fit[idx], y_fit[idx]
             if augmenter is not None:
@@ -287,7 +293,7 @@ def fit(
         seconds=time.perf_counter() - start,
         info={
             **info,
-            "steps_per_epoch": steps_per_epoch,
+            "steps_per_epoch": steps,
             "diverged": not math.isfinite(total_loss),
             "pruned": state.pruned,
             "stop_reason": state.stop_reason,

@@ -212,3 +212,15 @@ def adam_update(
     exp_avg_sq.mul_(beta2).addcmul_(grad * one_minus_beta2, grad)
     denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(eps)
     param.addcdiv_(exp_avg * neg_step, denom)
+
+
+def adam_rows(theta: torch.Tensor, grad: torch.Tensor, moments: list[torch.Tensor],
+              coefficients: tuple[torch.Tensor, ...], l2: torch.Tensor | None, n_decayed: int,
+              decoupled: bool) -> None:
+    """One Adam (``decoupled``: AdamW) step of every row of ``theta [M, P]``, the stacked trainers' form:
+    weight decay ``l2 [M, 1]`` on the weight columns ``[:n_decayed]`` only, then :func:`adam_update`."""
+    if l2 is not None and decoupled:
+        theta[:, :n_decayed].mul_(coefficients[6])  # param * (1 - lr * wd)
+    elif l2 is not None:
+        add_weight_decay(grad[:, :n_decayed], theta[:, :n_decayed], l2)
+    adam_update(theta, grad, *moments, coefficients)

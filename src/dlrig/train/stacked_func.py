@@ -77,11 +77,11 @@ from torch.nn import functional as F
 from dlrig.models import Standardize, build_model
 from dlrig.params import FitConfig, OptimParams
 from dlrig.train import work
-from dlrig.train.batched import FitJob
-from dlrig.train.fit import FitResult, fit, fit_standardizer, resolve_device
+from dlrig.train.batched import FitJob, batch_key, dropout_generator
+from dlrig.train.fit import FitResult, fit, fit_standardizer, resolve_device, steps_per_epoch
 from dlrig.train.optim import (
     adam_coefficients,
-    adam_update,
+    adam_rows,
     add_weight_decay,
     build_optimizer,
     build_scheduler,
@@ -149,6 +149,17 @@ def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) ->
     return json.dumps([json.dumps(shared, sort_keys=True), config.train.model_dump_json()])
 
 
+def stacks_here(device: str) -> bool:
+    """Whether this module's stacks train here: on a GPU, or on a CPU at one torch thread. With more threads
+    oneDNN and MKL split reductions by the stack's size, so a model's bits would depend on its stack."""
+    return resolve_device(device).type == "cuda" or torch.get_num_threads() == 1
+
+
+def trains_stacked(config: FitConfig, sample_shape: Sequence[int], n_classes: int) -> bool:
+    """A config the hand-written MLP stack does not take (``batch_key`` None) and this module does."""
+    return batch_key(config) is None and stack_key(config, sample_shape, n_classes) is not None
+
+
 def _update_kind(o: OptimParams) -> str:
     """Which update a model takes: optim.py's vectorised rule (``sgd``, ``sgd-nesterov``, ``adam``,
     ``adamw``), or ``torch``: fit()'s own optimizer object, one per model."""
@@ -187,7 +198,7 @@ def fit_stacked(
             results[i] = result
         else:
             n, bs = len(job.train_index), job.config.train.batch_size
-            groups.setdefault((key, _steps(n, bs), min(bs, n) + 1, _update_kind(job.config.optim)),
+            groups.setdefault((key, steps_per_epoch(n, bs), min(bs, n) + 1, _update_kind(job.config.optim)),
                               []).append(i)
     for members in groups.values():
         stack = [jobs[i] for i in members]
@@ -209,11 +220,6 @@ def _template_json(model_json: str, sample_shape: tuple[int, ...], n_classes: in
 
 def _template(config: FitConfig, sample_shape, n_classes: int) -> nn.Module:
     return _template_json(config.model.model_dump_json(), tuple(sample_shape), n_classes)
-
-
-def _steps(n: int, batch_size: int) -> int:
-    bs = min(batch_size, n)
-    return max(1, n // bs if n % bs == 1 else math.ceil(n / bs))  # fit()'s last-batch rule
 
 
 # ------------------------------------------------------------------------------------- the stacked forward
@@ -372,7 +378,7 @@ class _Stack:
         self.kind = _update_kind(jobs[0].config.optim)  # shared (fit_stacked's groups)
         self.sample_shape = X.shape[1:]
         n = len(jobs[0].train_index)
-        self.steps, self.bs = _steps(n, tcfg.batch_size), min(tcfg.batch_size, n)
+        self.steps, self.bs = steps_per_epoch(n, tcfg.batch_size), min(tcfg.batch_size, n)
         self.width = self.bs + 1  # own config and rows only: never the stack's widest batch
         self.models, self.rows, self.gens = [], [], []
         for job in jobs:
@@ -412,8 +418,7 @@ class _Stack:
         self.keeps = {prefix: [1 - m.get_submodule(prefix[:-1]).p for m in self.models]
                       for prefix, mod in self.layers if isinstance(mod, nn.Dropout)}
         self.dropping = any(k < 1 for ks in self.keeps.values() for k in ks)
-        self.dropout_gens = [torch.Generator(device=dev).manual_seed(
-            int(np.random.SeedSequence([job.seed, 1]).generate_state(1)[0])) for job in jobs]
+        self.dropout_gens = [dropout_generator(job.seed, dev) for job in jobs]
         self.X, self.y = torch.as_tensor(X, device=dev), torch.as_tensor(y, device=dev)
         optims = [job.config.optim for job in jobs]
         column = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).unsqueeze(1)  # noqa: E731
@@ -509,12 +514,7 @@ class _Stack:
                 add_weight_decay(g[:, :nd], theta[:, :nd], self.l2)
             sgd_update(theta, g, self.moments[0], momentum, neg_lr, nesterov=self.kind == "sgd-nesterov")
         else:  # torch.optim.Adam / AdamW, single-tensor path
-            coefficients = t.unbind()
-            if self.l2 is not None and self.kind == "adamw":
-                theta[:, :nd].mul_(coefficients[6])  # param * (1 - lr * wd), decoupled
-            elif self.l2 is not None:
-                add_weight_decay(g[:, :nd], theta[:, :nd], self.l2)
-            adam_update(theta, g, *self.moments, coefficients)
+            adam_rows(theta, g, self.moments, t.unbind(), self.l2, nd, decoupled=self.kind == "adamw")
 
     def run(self, on_epoch: ManyEpochCallback | None) -> list[FitResult]:
         M, W, S = len(self.jobs), self.width, self.steps
@@ -592,4 +592,4 @@ class _Stack:
         )
 
 
-__all__ = ["fit_stacked", "stack_key"]
+__all__ = ["fit_stacked", "stack_key", "stacks_here", "trains_stacked"]
