@@ -213,6 +213,16 @@ class NestedCV:
         return (self.cv.depth == 2 and s.strategy in ("grid", "random") and s.pruning == "none"
                 and s.stop_when is None and getattr(s, "budget_minutes", None) is None)
 
+    def lockstep(self) -> bool:
+        """Whether the selections can run side by side, one search step each per round (:mod:`dlrig.select.
+        run`'s lock-step): depth 2, a search that asks one batch at a time and is not known up front (bayes;
+        random or coordinate with ``stop_when``), no pruning (its on-epoch decisions need the trial's own
+        fit loop), no wall clock (``budget_minutes``: a round's time would be every selection's) and no
+        shared Optuna storage (its studies learn from other processes' trials as they arrive)."""
+        s = self.search
+        return (self.cv.depth == 2 and not self.upfront() and s.strategy != "grid" and s.pruning == "none"
+                and s.budget_minutes is None and s.storage is None)
+
     def first_batch(self, rows: np.ndarray, where: tuple) -> tuple[list[dict[str, Any]], Folds, int]:
         """The (configs, inner folds, seed) of the first ``scorer.cv_trials`` call that :meth:`select` on
         ``rows`` makes: the search itself is run up to that call, so the batch is the search's own, in its

@@ -149,6 +149,14 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
             timings["upfront"] = round(time.perf_counter() - tick, 3)
             hits, misses = cache.hits - before[0], cache.misses - before[1]
             outputs = (_run_task(driver, t) for t in tasks)  # every fit is ready: the searches replay them
+        elif (params.compute.backend != "dask" and driver.lockstep() and isinstance(driver.scorer, TorchScorer)
+                and _bigger_stacks_pay(params.compute.device, driver.scorer.base, driver.scorer.X.shape[1:],
+                                       driver.scorer.n_classes)):
+            before = (cache.hits, cache.misses)
+            tick = time.perf_counter()
+            outputs = list(_lockstep(driver, tasks, params.compute.n_jobs))
+            timings["lockstep"] = round(time.perf_counter() - tick, 3)
+            hits, misses = cache.hits - before[0], cache.misses - before[1]
         elif params.compute.backend == "dask":
             outputs = _on_cluster(params.compute, driver, tasks, log)
         elif params.compute.n_jobs > 1:
@@ -157,7 +165,8 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
             outputs = (_run_task(driver, t) for t in tasks)
         from dlrig.train import work
 
-        in_process = params.compute.backend != "dask" and (params.compute.n_jobs == 1 or "upfront" in timings)
+        in_process = params.compute.backend != "dask" and (
+            params.compute.n_jobs == 1 or "upfront" in timings or "lockstep" in timings)
         for key, value, (h, m), seconds, done in outputs:
             if not in_process:
                 work.merge(done)  # counted in a worker process (none for a task run here): add it here
@@ -262,6 +271,122 @@ def _train_upfront(driver: NestedCV, tasks: list[tuple], n_jobs: int) -> None:
         chosen = driver.select(train, ("outer", k))  # replays the prefetched trials
         refits.append((chosen.config, train, test, derive_seed(driver.seed, "outer-refit", k)))
     scorer.prefetch([], refits)
+
+
+class _Cancelled(BaseException):
+    """Raised in a lock-step selection's thread when the run stops before the selection ends."""
+
+
+class _Turn:
+    """One task of :func:`_lockstep`, in its own thread, with its own driver whose scorer is this object:
+    each ``cv_trials`` / ``holdout`` call is posted as a request, the thread waits for the round's fits,
+    then the real scorer replays them from memory. Only one thread (or the coordinator) runs at a time --
+    a baton, not parallelism -- so the searches (Optuna's samplers included) run as they do alone."""
+
+    def __init__(self, driver: NestedCV, task: tuple) -> None:
+        import copy
+
+        self.task, self.scorer = task, driver.scorer
+        self.metric = self.scorer.metric
+        self.driver = copy.copy(driver)
+        self.driver.scorer = self
+        self.go, self.back = threading.Semaphore(0), threading.Semaphore(0)
+        self.request: tuple | None = None
+        self.output: tuple | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.thread = threading.Thread(target=self._main, name=f"dlrig-lockstep-{task[:2]}", daemon=True)
+
+    # the coordinator's side
+    def step(self) -> None:
+        """Run the task until its next request or its end (the coordinator waits meanwhile)."""
+        if self.thread.ident is None:  # not started yet
+            self.thread.start()
+        else:
+            self.go.release()
+        self.back.acquire()
+
+    @property
+    def done(self) -> bool:
+        return self.output is not None or self.error is not None
+
+    def cancel(self) -> None:
+        if not self.done and self.thread.is_alive():
+            self.cancelled = True
+            self.go.release()
+            self.thread.join()
+
+    # the task's side
+    def _main(self) -> None:
+        try:
+            start = time.perf_counter()
+            if self.task[0] == "outer":
+                _, k, train, test = self.task
+                key, value = self.task[:2], self.driver.outer_fold(k, train, test)
+            else:
+                key, value = ("final",), self.driver.select(self.task[1], ("final",))
+            self.output = (key, value, (0, 0), time.perf_counter() - start, {})
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator, which raises it
+            self.error = exc
+        finally:
+            self.request = None
+            self.back.release()
+
+    def _wait(self, request: tuple) -> None:
+        self.request = request
+        self.back.release()
+        self.go.acquire()
+        self.request = None
+        if self.cancelled:
+            raise _Cancelled
+
+    def cv_trials(self, configs, folds, pruner, seed):
+        self._wait(("cv", (configs, folds, seed)))
+        return self.scorer.cv_trials(configs, folds, pruner, seed)
+
+    def holdout(self, config, train, test, seed, *, refit_info=None):
+        self._wait(("holdout", (config, train, test, seed)))
+        return self.scorer.holdout(config, train, test, seed, refit_info=refit_info)
+
+
+def _lockstep(driver: NestedCV, tasks: list[tuple], n_jobs: int):
+    """Every task's output, the selections stepped side by side: each round, every selection still
+    searching proposes its next trial(s) (a Bayesian search: one trial, from everything it has seen), and
+    the round's fits -- (outer fold x inner fold) for the outer selections, the final selection's apart
+    (more steps per epoch) -- train as one stack per shape; then each outer refit, all in one round.
+
+    The searches, seeds and cache keys are those of one selection at a time, and a stacked fit's bytes do
+    not depend on its stack mates, so the outputs are byte-identical to the per-task path
+    (tests/select/test_lockstep.py); only the stacks are wider. With ``compute.n_jobs`` > 1 a round's stacks
+    are cut into that many shares, as :func:`_train_upfront`'s.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    turns = [_Turn(driver, task) for task in tasks]
+    scorer = driver.scorer
+    try:
+        live = list(turns)
+        while live:
+            for turn in live:
+                turn.step()
+                if turn.error is not None:
+                    raise turn.error
+            live = [t for t in live if not t.done]
+            requests = [(t.task[0], t.request) for t in live]
+            for kind in ("outer", "final"):  # two stacks: their epochs have other numbers of steps
+                calls = [r for where, (what, r) in requests if what == "cv" and where == kind]
+                if calls:
+                    scorer.prefetch(calls, n_jobs=n_jobs)
+            refits = [r for _, (what, r) in requests if what == "holdout"]
+            if refits:
+                scorer.prefetch([], refits)
+    finally:
+        for turn in turns:
+            turn.cancel()
+    return [turn.output for turn in turns]
 
 
 def _cache_dir(compute: ComputeParams) -> str | None:
