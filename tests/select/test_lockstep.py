@@ -8,13 +8,13 @@ import threading
 
 import numpy as np
 import pytest
+from tests.select.test_upfront import _record, _tiny
 
 from dlrig.errors import UserError
 from dlrig.params import parse_params
 from dlrig.select import run
 from dlrig.select.nested import NestedCV
 from dlrig.select.run import select_config
-from tests.select.test_upfront import _record, _tiny
 
 BAYES = {"strategy": "bayes", "n_trials": 4, "space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True},
                                                       "model.hidden": [6, 10]}}

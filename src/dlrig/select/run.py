@@ -140,18 +140,19 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
         tasks.append(("final", rows))
         results: dict[tuple, Any] = {}
         hits = misses = 0
-        if (params.compute.backend != "dask" and driver.upfront() and isinstance(driver.scorer, TorchScorer)
-                and _bigger_stacks_pay(params.compute.device, driver.scorer.base, driver.scorer.X.shape[1:],
-                                       driver.scorer.n_classes)):
+        # wider stacks (every selection's fits together) where they pay: known up front, or in lock-step
+        wider = (params.compute.backend != "dask" and isinstance(driver.scorer, TorchScorer)
+                 and (driver.upfront() or driver.lockstep())
+                 and _bigger_stacks_pay(params.compute.device, driver.scorer.base, driver.scorer.X.shape[1:],
+                                        driver.scorer.n_classes))
+        if wider and driver.upfront():
             before = (cache.hits, cache.misses)
             tick = time.perf_counter()
             _train_upfront(driver, tasks, params.compute.n_jobs)
             timings["upfront"] = round(time.perf_counter() - tick, 3)
             hits, misses = cache.hits - before[0], cache.misses - before[1]
             outputs = (_run_task(driver, t) for t in tasks)  # every fit is ready: the searches replay them
-        elif (params.compute.backend != "dask" and driver.lockstep() and isinstance(driver.scorer, TorchScorer)
-                and _bigger_stacks_pay(params.compute.device, driver.scorer.base, driver.scorer.X.shape[1:],
-                                       driver.scorer.n_classes)):
+        elif wider:
             before = (cache.hits, cache.misses)
             tick = time.perf_counter()
             outputs = list(_lockstep(driver, tasks, params.compute.n_jobs))
