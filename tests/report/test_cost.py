@@ -66,8 +66,13 @@ def test_the_cost_page_shows_each_stage_and_the_main_report_embeds_it(tmp_path):
     (run / "train.json").write_text(json.dumps({"cost": _cost()}))
     (run / "prepare.json").write_text(json.dumps({"cost": _cost(fits=0, flops=0.0, samples=0)}))
     (tmp_path / "split.json").write_text(json.dumps({"n_train": 1000}))
+    (run / "studies").mkdir()
+    (run / "studies" / "grokking.json").write_text(json.dumps({"cost": _cost(fits=4)}))
     html = write_cost_page(tmp_path).read_text()
     assert "<td>train</td>" in html and "<td>prepare</td>" in html
+    # the studies' records (another pipeline, maybe another run) in a table of their own, after the stages
+    pipeline, studies = html.split("The studies (studies/dvc.yaml)")
+    assert "<td>train</td>" in pipeline and "<td>studies/grokking</td>" in studies
     assert "MNIST scale (60,000 training rows)" in html and "10.0 min" in html  # 10 s x 60
     assert "No estimate" in cost_page(tmp_path / "nothing", None)
     link = str(cost_section())  # takes no input: the same bytes in every run

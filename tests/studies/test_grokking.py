@@ -37,7 +37,14 @@ def test_eval_steps_and_crossings():
 
 
 def test_a_tiny_run_memorises_and_repeats_exactly():
+    from dlrig.train import work
+
+    before = work.snapshot()
     one = run_study(TINY, seed=3)
+    done = work.since(before)  # the cost record: 4 full-batch runs of TINY.steps steps on the train rows
+    assert done["fits"] == 4 and done["samples"] == 4 * TINY.steps * round(0.6 * 169)
+    per_sample = 2 * (2 * TINY.embed_dim * TINY.hidden + TINY.hidden * 13)  # two dense layers, 2 per MAC
+    assert done["flops"] == 3 * per_sample * done["samples"]
     assert one == run_study(TINY, seed=3)  # same params -> the same numbers
     setup, curves = one["setup"], one["curves"]
     assert setup["rows"] == 169 and setup["train_rows"] == round(0.6 * 169)

@@ -94,7 +94,11 @@ def cost_page(run_dir: Path, n_train: int | None) -> str:
     records = load_records(run_dir)
     est = estimates(records.get("train"), n_train)
     formula = next((c["flops_formula"] for c in records.values() if c.get("flops_formula")), "n/a")
-    body = render("cost.html.j2", part="page", records=records, est=est, formula=formula,
+    # the studies run as their own pipeline (studies/dvc.yaml), often not with this run: their own table
+    groups = [(title, {k: c for k, c in records.items() if k.startswith("studies/") == studies})
+              for title, studies in (("The pipeline's stages (dvc.yaml)", False),
+                                     ("The studies (studies/dvc.yaml), each as it last ran", True))]
+    body = render("cost.html.j2", part="page", records=records, groups=groups, est=est, formula=formula,
                   duration=duration, flops=flops, gpu_name=GPU_NAME, gpu_flops=GPU_FLOPS,
                   gpu_utilisation=GPU_UTILISATION, big_params=BIG_PARAMS)
     return page("dlrig: what this run cost", body,

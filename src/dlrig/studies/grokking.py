@@ -25,6 +25,7 @@ from torch import nn
 from dlrig.data.sources import make_modular
 from dlrig.params import GrokkingStudyParams, Params
 from dlrig.seeds import derive_seed
+from dlrig.train import work
 
 MIN_DELAY = 2.0  # test must cross at least this many times later than train to call it grokking
 
@@ -75,6 +76,8 @@ def train_run(tokens: torch.Tensor, y: torch.Tensor, train_rows: np.ndarray, tes
             curve["train"].append(round(float(right[tr].mean()), 6))
             curve["test"].append(round(float(right[te].mean()), 6))
             curve["norm"].append(round(norm, 4))
+    # the cost record: full batch, so one epoch per step (the periodic evaluations are not counted)
+    work.add_fit(model, (2,), len(train_rows), cfg.steps, dtype=torch.long)
     return curve
 
 

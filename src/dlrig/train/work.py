@@ -27,15 +27,16 @@ TALLY: dict[str, float] = {"fits": 0, "flops": 0.0, "samples": 0}
 _FORWARD: dict[str, int] = {}  # forward FLOPs per sample, by model shape
 
 
-def forward_flops(model: Any, sample_shape: tuple[int, ...]) -> int:
+def forward_flops(model: Any, sample_shape: tuple[int, ...], dtype: Any = None) -> int:
     """FLOPs of one sample's forward pass (counted once per architecture and input shape): one forward pass
-    of a zero sample in eval mode, with a hook on every layer that multiplies (:func:`_layer_flops`)."""
+    of a zero sample (``dtype``: the model's input type, float by default; integer codes for an embedding)
+    in eval mode, with a hook on every layer that multiplies (:func:`_layer_flops`)."""
     import torch
 
-    key = f"{model!r}|{tuple(sample_shape)}"
+    key = f"{model!r}|{tuple(sample_shape)}|{dtype}"
     if key not in _FORWARD:
         param = next(model.parameters(), None)
-        x = torch.zeros(1, *sample_shape, device=param.device if param is not None else "cpu")
+        x = torch.zeros(1, *sample_shape, device=param.device if param is not None else "cpu", dtype=dtype)
         counted: list[int] = []
         hooks = [m.register_forward_hook(lambda mod, args, out: counted.append(_layer_flops(mod, args, out)))
                  for m in model.modules()]
@@ -87,11 +88,11 @@ def _layer_flops(module: Any, args: tuple, out: Any) -> int:
     return 0
 
 
-def add_fit(model: Any, sample_shape: tuple[int, ...], rows: int, epochs: int) -> None:
-    """Count one finished fit: ``rows`` gradient rows seen ``epochs`` times."""
+def add_fit(model: Any, sample_shape: tuple[int, ...], rows: int, epochs: int, dtype: Any = None) -> None:
+    """Count one finished fit: ``rows`` gradient rows seen ``epochs`` times (``dtype``: see forward_flops)."""
     TALLY["fits"] += 1
     TALLY["samples"] += rows * epochs
-    TALLY["flops"] += 3.0 * forward_flops(model, sample_shape) * rows * epochs
+    TALLY["flops"] += 3.0 * forward_flops(model, sample_shape, dtype) * rows * epochs
 
 
 def snapshot() -> dict[str, float]:
