@@ -17,7 +17,7 @@ from dlrig.io import load_json, save_json, save_text
 from dlrig.params import FitConfig, load_params
 from dlrig.progress import Progress
 from dlrig.stage import run_stage
-from dlrig.train.checkpoint import load_model
+from dlrig.train.checkpoint import check_unseen, checkpoints_in, load_model
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     folds = load_json(args.folds)
     model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
     tuned = FitConfig.model_validate(ckpt["config"])
+    for key, path in _checkpoints(params, tuned):  # before any fit: one that saw held-out rows leaks
+        check_unseen(path, train.X, key, "the training split, which compare's folds hold out one by one")
+        check_unseen(path, test.X, key, "the test split")
     print(f"compare: tuned model vs {sorted(params.compare.baselines) or 'no baselines'}")
     with Progress(planned_fits(params, folds), "compare: baseline fits", quiet=args.quiet) as bar:
         result = compare_with_baselines(params, train, test, folds, tuned, model, log=bar.write,
@@ -48,6 +51,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = markdown_table(result["baselines"], result["reference"], result["metric"])
     save_text(args.table, f"# Tuned model vs baselines ({result['metric']})\n\n{table}")
     print(table)
+
+
+def _checkpoints(params, tuned: FitConfig) -> list[tuple[str, str]]:
+    """``(key, path)`` of every checkpoint a comparison reads: the tuned config's, each dlrig baseline's,
+    and each pretrained_logreg's feature extractor."""
+    found = checkpoints_in(tuned)
+    for name, baseline in sorted(params.compare.baselines.items()):
+        where = f"compare.baselines.{name}"
+        if baseline.estimator == "pretrained_logreg" and baseline.params.get("checkpoint"):
+            found.append((f"{where}.params.checkpoint", str(baseline.params["checkpoint"])))
+        elif baseline.estimator == "dlrig":
+            found += [(f"{where}.overrides: {key}", path)
+                      for key, path in checkpoints_in(tuned.with_overrides(baseline.overrides))]
+    return list(dict.fromkeys(found))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ from dlrig.errors import UserError
 from dlrig.evaluate.holdout import calibration, headline, holdout_metrics, precision_recall
 from dlrig.evaluate.metrics import write_plot_data
 from dlrig.io import load_json, load_npz, save_json
-from dlrig.params import load_params
+from dlrig.params import FitConfig, load_params
 from dlrig.stage import run_stage
 from dlrig.train import predict_proba
-from dlrig.train.checkpoint import load_model
+from dlrig.train.checkpoint import check_unseen, checkpoints_in, load_model
 
 
 def fitting_rows(train_path: str, meta_path: str, model: torch.nn.Module,
@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(params.compute.torch_threads)
     test = Dataset.load(args.test, args.meta)
     model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
+    for key, path in checkpoints_in(FitConfig.model_validate(ckpt["config"])):  # the model learnt from it
+        check_unseen(path, test.X, key, "the test split")
     cv = load_json(args.cv)
     proba = predict_proba(model, test.X)
     metrics = holdout_metrics(test.y, proba, test.classes, seed=params.seed)

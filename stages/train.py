@@ -33,7 +33,7 @@ from dlrig.select.trials import trial_rows, trials_csv
 from dlrig.stage import run_stage
 from dlrig.train.batched import FitJob, fit_many
 from dlrig.train.callbacks import DVCLiveLogger
-from dlrig.train.checkpoint import save_model
+from dlrig.train.checkpoint import check_unseen, checkpoints_in, save_model
 from dlrig.train.fit import deterministic_kernels, failure_reason
 
 
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(params.compute.torch_threads)
     deterministic_kernels()
     train = Dataset.load(args.train, args.meta)
+    # every training row is some outer fold's held-out row: a checkpoint that saw one leaks into the estimate
+    for key, path in checkpoints_in(params.fit_config()):
+        check_unseen(path, train.X, key, "the training split, which the nested CV holds out fold by fold")
 
     cv = params.cv
     print(f"train: depth-{cv.depth} CV ({cv.outer_folds} outer x {cv.inner_folds} inner folds), "
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     save_model(
         args.model, result.model, config,
-        sample_shape=train.sample_shape, classes=train.classes, seed=params.seed,
+        sample_shape=train.sample_shape, classes=train.classes, seed=params.seed, rows=train.X,
         extra={"best_epoch": result.best_epoch, "n_fit": len(result.train_index),
                "selected": selection.final.config,
                # Training rows held out for early stopping: evaluate fits its temperature on them.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dlrig.data.dataset import Dataset
 from dlrig.params import load_params
 from dlrig.stage import run_stage
-from dlrig.studies.transfer import pretrain
+from dlrig.studies.transfer import pretrain, subset
 from dlrig.train.checkpoint import save_model
 
 
@@ -30,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     result, config, classes = pretrain(params, train)
     cfg = params.studies.transfer
     save_model(args.out, result.model, config, sample_shape=train.sample_shape, classes=classes,
-               seed=params.seed, extra={"source_classes": list(cfg.source_classes),
-                                        "epochs": len(result.history), "data": args.train})
+               seed=params.seed, rows=subset(train, cfg.source_classes)[0],  # what it saw: check_unseen
+               extra={"source_classes": list(cfg.source_classes), "epochs": len(result.history),
+                      "data": args.train})
     print(f"pretrained {config.model.name} on classes {classes}: {len(result.history)} epochs -> {args.out}")
 
 

@@ -194,3 +194,38 @@ def test_nan_pixels_fail_validation_with_a_count(tmp_path):
     proc = run_cli([str(ROOT / "stages/validate.py"), "--data", "raw.npz", "--meta", "meta.json"], cwd=tmp_path)
     assert proc.returncode == 2
     assert "raw.npz" in proc.stderr and "2" in proc.stderr and "nan" in proc.stderr.lower()
+
+
+def test_a_checkpoint_trained_on_held_out_rows_stops_train_and_compare(tmp_path):
+    """Leakage: a teacher (or pretrained body, or feature extractor) trained on the training split has seen
+    every row the nested CV holds out; train and compare refuse it in one line, before any fit."""
+    from dlrig.data.dataset import Dataset
+    from dlrig.models import build_model
+    from dlrig.params import FitConfig
+    from dlrig.train.checkpoint import save_model
+
+    reports = run_pipeline(tmp_path / "run", TINY)  # writes model.pt, trained on all training rows
+    run = reports.parent
+    teacher = str(run / "model.pt")
+    p = str(write_params(tmp_path / "p.yaml", {**TINY, "train": {**TINY["train"], "distill": {"teacher": teacher}},
+                                               "compute": {"cache_dir": None}}))
+    out = tmp_path / "again.pt"
+    with pytest.raises(UserError, match=r"^train.distill.teacher: .*model.pt was trained on \d+ of the \d+ rows of "
+                                        r"the training split, which the nested CV holds out"):
+        stage("train")(["--params", p, "--train", str(run / "train_labels.npz"), "--meta", str(run / "meta.json"),
+                        "--model", str(out), "--logdir", str(tmp_path / "logs"), "--cvdir", str(tmp_path / "cv")])
+    assert not out.exists() and not (tmp_path / "cv").exists()
+    # compare's pretrained features: one trained on the test rows leaks into the test score
+    test = Dataset.load(run / "test.npz", run / "meta.json")
+    config = FitConfig().with_overrides({"model.hidden": 4, "model.depth": 1})
+    save_model(tmp_path / "features.pt", build_model(config.model, [6], 3), config, sample_shape=[6],
+               classes=test.classes, seed=0, rows=test.X[:5])
+    baselines = {"feat": {"estimator": "pretrained_logreg", "params": {"checkpoint": str(tmp_path / "features.pt")}}}
+    p = str(write_params(tmp_path / "q.yaml", {**TINY, "compare": {**TINY["compare"], "baselines": baselines}}))
+    with pytest.raises(UserError, match=r"^compare.baselines.feat.params.checkpoint: .*features.pt was trained on 5 "
+                                        r"of the \d+ rows of the test split"):
+        stage("compare")(["--params", p, "--train", str(run / "train_labels.npz"), "--test", str(run / "test.npz"),
+                          "--meta", str(run / "meta.json"), "--model", str(run / "model.pt"),
+                          "--folds", str(reports / "cv/folds.json"), "--out", str(tmp_path / "c.json"),
+                          "--table", str(tmp_path / "c.md")])
+    assert not (tmp_path / "c.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,27 @@ def test_check_state_dict_refuses_non_tensors(tmp_path):
     with pytest.raises(UserError, match="m.pt: the checkpoint's state_dict is not a mapping of tensors"):
         check_state_dict("m.pt", model, {"0.mean": [1, 2]})
     check_state_dict("m.pt", model, model.state_dict())  # fits: no error
+
+
+def test_a_checkpoint_that_saw_held_out_rows_is_refused(tmp_path):
+    """Leakage: a checkpoint records digests of the samples it saw; check_unseen refuses it when rows held out
+    are among them (one line naming the key), and passes disjoint rows or a checkpoint without the record."""
+    from dlrig.data.dataset import row_digests
+    from dlrig.train.checkpoint import check_unseen
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    config = FitConfig().with_overrides({"model.hidden": 4, "model.depth": 1})
+    model = build_model(config.model, [6], 3)
+    seen, unseen = tmp_path / "seen.pt", tmp_path / "old.pt"
+    save_model(seen, model, config, sample_shape=[6], classes=["a", "b", "c"], seed=0, rows=X[:30])
+    save_model(unseen, model, config, sample_shape=[6], classes=["a", "b", "c"], seed=0)  # no record
+    check_unseen(seen, X[30:], "train.distill.teacher", "the test split")  # disjoint: passes
+    check_unseen(unseen, X, "train.distill.teacher", "the test split")  # cannot tell: passes
+    poisoned = np.concatenate([X[30:], X[[4, 9]]])  # two rows the checkpoint was trained on, held out
+    with pytest.raises(UserError, match=r"^train.distill.teacher: .*seen.pt was trained on 2 of the 12 rows of "
+                                        r"the test split: its estimate would leak"):
+        check_unseen(seen, poisoned, "train.distill.teacher", "the test split")
+    # a digest is the sample's, not its index: a copy of a seen row elsewhere is caught too
+    assert np.array_equal(row_digests(X[[4]].copy()), row_digests(X)[[4]])
+    assert len(set(row_digests(X).tolist())) == 40

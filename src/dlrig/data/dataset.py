@@ -123,6 +123,17 @@ def _check_arrays(npz_path, meta_path, X: np.ndarray, y: np.ndarray, groups, n_c
         raise UserError(f"{npz_path}: groups has shape {list(groups.shape)} but there are {len(y)} rows")
 
 
+def row_digests(X: np.ndarray) -> np.ndarray:
+    """One 64-bit digest per sample (blake2b of its float32 bytes), ``int64 [N]``: what a checkpoint records
+    of the rows it was trained on, so a later stage can tell whether rows it holds out were among them
+    (:func:`dlrig.train.checkpoint.check_unseen`). Equal samples have equal digests, whatever their index."""
+    import hashlib
+
+    rows = np.ascontiguousarray(np.asarray(X, np.float32).reshape(len(X), -1))
+    digest = lambda row: hashlib.blake2b(row.tobytes(), digest_size=8).digest()  # noqa: E731
+    return np.array([int.from_bytes(digest(r), "little", signed=True) for r in rows], np.int64)
+
+
 def check_finite(X: np.ndarray, where: str | Path) -> None:
     """Refuse NaN / inf features with one line: the file, how many values and samples, the key."""
     if np.isfinite(X).all():

@@ -50,7 +50,7 @@ def _teacher_job(X, y, train_rows, test_rows, n_classes, config, seed, path) -> 
     model = fit(X[train_rows], y[train_rows], n_classes, config, seed).model
     with immediate():  # a scratch file the students read, not one of the stage's outputs
         save_model(path, model, config, sample_shape=list(X.shape[1:]),
-                   classes=[str(k) for k in range(n_classes)], seed=seed)
+                   classes=[str(k) for k in range(n_classes)], seed=seed, rows=X[train_rows])
     return _accuracy(model, X[test_rows], y[test_rows])
 
 

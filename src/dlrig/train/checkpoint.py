@@ -1,6 +1,12 @@
 """Checkpoints carry the config they were trained with, so a model file is enough to rebuild the model.
 
 Only tensors and plain Python values go in: the file loads with ``torch.load(weights_only=True)``.
+
+A checkpoint also records a digest of every sample it was trained on (``trained_rows``,
+:func:`dlrig.data.dataset.row_digests`). A model that starts from it (``train.transfer.pretrained``), learns
+from it (``train.distill.teacher``) or uses its features (compare's ``pretrained_logreg``) carries what it
+learnt about those rows; if some are rows a CV or the test split holds out, the estimate leaks.
+:func:`check_unseen` refuses that, with one line, before any training.
 """
 
 from __future__ import annotations
@@ -28,8 +34,14 @@ def save_model(
     sample_shape: list[int],
     classes: list[str],
     seed: int,
+    rows: Any = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
+    """``rows``: the samples the model was trained on (gradient and early-stopping rows), recorded as
+    digests for :func:`check_unseen`."""
+    from dlrig.data.dataset import row_digests
+
+    trained = {} if rows is None else {"trained_rows": torch.from_numpy(row_digests(rows))}
     save_checkpoint(
         path,
         {
@@ -41,8 +53,37 @@ def save_model(
             "classes": list(classes),
             "seed": seed,
             "extra": extra or {},
+            **trained,
         },
     )
+
+
+def check_unseen(path: str | Path, X: Any, key: str, held_out: str) -> None:
+    """Refuse (one line naming ``key``) a checkpoint trained on any sample of ``X``, the rows ``held_out``
+    says are held out. A checkpoint without the record (written by another tool or an older dlrig) cannot
+    be checked and passes."""
+    import numpy as np
+
+    from dlrig.data.dataset import row_digests
+
+    ckpt = load_checkpoint(path)
+    seen = ckpt.get("trained_rows") if isinstance(ckpt, dict) else None
+    if seen is None or len(X) == 0:
+        return
+    overlap = int(np.isin(row_digests(X), seen.numpy()).sum())
+    if overlap:
+        raise UserError(
+            f"{key}: {path} was trained on {overlap} of the {len(X)} rows of {held_out}: its estimate would "
+            f"leak what the checkpoint learnt from them (use a checkpoint trained on rows this run does not "
+            f"hold out: another data set, or classes this data set leaves out)"
+        )
+
+
+def checkpoints_in(config: Any) -> list[tuple[str, str]]:
+    """``(key, path)`` of every checkpoint a fit with ``config`` (a FitConfig) reads."""
+    found = [("train.transfer.pretrained", config.train.transfer.pretrained),
+             ("train.distill.teacher", config.train.distill.teacher)]
+    return [(key, str(path)) for key, path in found if path]
 
 
 def load_model(
