@@ -4,6 +4,9 @@ Run by hand from the repo root:
   OMP_NUM_THREADS=1 .venv/bin/python bench/cnn_stacked.py [--epochs 10] [--repeats 2]
 Prints a table and writes bench/results/cnn_stacked.json (``--out`` elsewhere). Never part of the test
 suite. ``--dropout 0.1``: the same workload with params.yaml's default dropout (write it with --out).
+``--family rnn`` / ``--family transformer``: the same search over the family's default model (an LSTM of 64
+reading the 8 rows; a 2-layer encoder of width 64 over the 8 rows as tokens), stacked by stacked_func's
+composite layers (stacked_rnn, stacked_attn); written to bench/results/<family>_stacked.json by default.
 
 Workload: sklearn digits as 1 x 8 x 8 images (1797), the train stage's path (``select_config``): nested CV,
 outer 5 x inner 3 folds, a grid of 2 learning rates of one CNN (channels [16, 32], dense head 64, depth 2,
@@ -47,11 +50,17 @@ from dlrig.select.run import select_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def params(epochs: int, dropout: float = 0.0):
+MODELS = {
+    "cnn": {"name": "cnn", "channels": [16, 32], "hidden": 64, "depth": 2, "activation": "relu"},
+    "rnn": {"name": "rnn"},  # the family's defaults: lstm, hidden_size 64, 1 layer, rows, last
+    "transformer": {"name": "transformer", "attention_dropout": 0.0},  # d_model 64, 4 heads, 2 layers
+}
+
+
+def params(epochs: int, dropout: float = 0.0, family: str = "cnn"):
     return parse_params({
         "seed": 0,
-        "model": {"name": "cnn", "channels": [16, 32], "hidden": 64, "depth": 2, "activation": "relu",
-                  "dropout": dropout},
+        "model": {**MODELS[family], "dropout": dropout},
         "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
         "schedule": {"name": "constant"},
         "train": {"epochs": epochs, "batch_size": 64, "standardize": "feature", "early_stopping": None},
@@ -68,13 +77,13 @@ class _Loop(select_run.TorchScorer):
         super().__init__(*args, **{**kwargs, "batched": False})
 
 
-def one(variant: str, data: Dataset, epochs: int, dropout: float = 0.0) -> dict:
+def one(variant: str, data: Dataset, epochs: int, dropout: float = 0.0, family: str = "cnn") -> dict:
     select_run.TorchScorer = _Loop if variant == "loop" else _Scorer
     if variant == "per_selection":
         select_run._bigger_stacks_pay = lambda *_args: False
     try:
         start, cpu = time.perf_counter(), time.process_time()
-        report = select_config(params(epochs, dropout), data, progress=False, log=lambda _line: None)
+        report = select_config(params(epochs, dropout, family), data, progress=False, log=lambda _line: None)
         return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
                 "mean_accuracy": report.summary["mean"], "fold_accuracy": report.summary["scores"],
                 "final": report.final.config}
@@ -93,7 +102,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--dropout", type=float, default=0.0,
                     help="the CNN's dropout rate (0: the recorded workload)")
-    ap.add_argument("--out", default="bench/results/cnn_stacked.json")
+    ap.add_argument("--family", choices=sorted(MODELS), default="cnn")
+    ap.add_argument("--out", default=None, help="default: bench/results/<family>_stacked.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     X, y = load_digits(return_X_y=True)
@@ -102,7 +112,7 @@ def main() -> int:
     for _ in range(args.repeats):
         for variant in runs:
             load = os.getloadavg()[0]
-            r = one(variant, data, args.epochs, args.dropout)
+            r = one(variant, data, args.epochs, args.dropout, args.family)
             r["load_average_1min"] = load
             runs[variant].append(r)
             print(f"{variant:13s} {r['seconds']:7.1f} s wall, {r['cpu_seconds']:7.1f} s cpu, "
@@ -130,13 +140,14 @@ def main() -> int:
           f"{summary['accuracy_stacked_minus_loop']:+.4f}; per_selection vs loop "
           f"{summary['speedup_cpu_per_selection_median']:.1f}x cpu; the same fold scores and configs: "
           f"{summary['same_fold_accuracy_and_config']}")
-    out = ROOT / args.out
+    out = ROOT / (args.out or f"bench/results/{args.family}_stacked.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                     "load_average_after": os.getloadavg()},
         "workload": {"data": "sklearn digits as 1x8x8", "epochs": args.epochs, "fits": 41,
-                     "model": "cnn channels [16, 32], head 64, adam, constant lr, batch 64",
+                     "family": args.family, "model": MODELS[args.family],
+                     "training": "adam, constant lr, batch 64",
                      "dropout": args.dropout},
         "summary": summary, "runs": runs}, indent=2) + "\n")
     return 0

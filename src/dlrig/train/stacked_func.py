@@ -1,5 +1,13 @@
 """Many fits at once for the families the hand-written MLP stack (:mod:`dlrig.train.batched`) does not
-cover -- CNNs first -- trained as one stacked model, on a CPU as on a GPU.
+cover -- CNNs, recurrent nets, transformers -- trained as one stacked model, on a CPU as on a GPU.
+
+A recurrent net and a transformer body are *composite layers* (:mod:`dlrig.train.stacked_ops`): each runs
+as one stacked function of its own module, :mod:`dlrig.train.stacked_rnn` (a batched time loop with a
+hand-written backward) and :mod:`dlrig.train.stacked_attn` (attention over every model, row and head at
+once); their dropout sites join the stack's. Measured per fit against fit() on one thread (6 digits fits):
+GRU and plain RNN 1.3-1.8x, LSTM up to 256 steps x hidden size 1.4-2.2x (a larger LSTM trains with fit():
+oneDNN's fused LSTM wins, 0.95x at the default hidden 64), transformer 1.3-1.5x (its time is matrix
+products, which cost the same either way); the train stage's 41-fit search: bench/cnn_stacked.py --family.
 
 Nested cross-validation trains a few configs on many (fold, seed) pairs. Models of one architecture are
 stacked: every parameter is one tensor ``[M, ...]``, a view of the master copy ``theta [M, P]`` (row ``r``:
@@ -29,8 +37,8 @@ trim / mmap thresholds gave 2.4x instead of 2.1x).
 A model's bytes depend on its own job only (config, rows, seed), never on its stack mates, at one torch
 thread: every batch is padded to ``min(batch_size, rows) + 1`` rows (fit()'s last-batch rule makes a batch
 at most one row wider than ``batch_size``) whatever the stack, the padding repeats the model's own rows and
-is masked out of the loss; every reduction is per model (a grouped convolution's group, one GEMM per model,
-a bias gradient as a GEMM with a row of ones); a lone CNN trains beside a twin of itself, because oneDNN
+is masked out of the loss; every reduction is per model (a grouped convolution's group; one GEMM per model
+in aligned layouts, stacked_ops.bmm; a bias gradient a sum over the model's own rows); a lone CNN trains beside a twin of itself, because oneDNN
 takes another kernel for a one-group convolution (see :func:`_conv`). tests/train/test_stacked_func.py:
 a job trained alone and in a stack of 4 with other configs, rows and seeds gives ``torch.equal`` weights.
 The fit cache keys a fit by its own config, rows and seed, so this is what lets the scorer stack them.
@@ -52,11 +60,12 @@ global RNG): statistically the same training, not the same numbers (test_stacked
 accuracy on digits as fit()'s, masks keeping ``1 - p``).
 
 Supported (:func:`stack_key` is None otherwise, and the job trains with fit()): any config whose built
-model has only the layers of ``_LAYERS`` in an order :func:`_forward` knows (no batch norm or recurrent
-layers: their running statistics and state are per-model state this stack does not carry; convolutions
+model has only the layers of ``_LAYERS`` and the composites' in an order :func:`_forward` knows (no batch
+norm: its running statistics are per-model state this stack does not carry; convolutions
 without groups or dilation; ``nn.Dropout`` only on flat features, where cnn.py and mlp.py put it -- after
 Flatten and after each hidden dense layer -- and not in place: a dropout on a feature map or a Dropout2d
-is refused), ``model.dropout`` per model (a stack may mix rates), every ``train`` key at its default but
+is refused), ``model.dropout`` (and a transformer's ``attention_dropout``) per model (a stack may mix
+rates), every ``train`` key at its default but
 epochs, batch_size, standardize and label_smoothing (shared by a stack), and no early stopping.
 """
 
@@ -75,7 +84,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlrig.models import Standardize, build_model
-from dlrig.params import FitConfig, OptimParams
+from dlrig.params import MODEL_FAMILIES, FitConfig, OptimParams
 from dlrig.train import work
 from dlrig.train.batched import FitJob, batch_key, dropout_generator
 from dlrig.train.fit import FitResult, fit, fit_standardizer, resolve_device, steps_per_epoch
@@ -89,6 +98,11 @@ from dlrig.train.optim import (
     schedule_at,
     sgd_update,
 )
+from dlrig.train.stacked_attn import COMPOSITES as _ATTENTION
+from dlrig.train.stacked_ops import Composite, linear
+from dlrig.train.stacked_ops import PerModel as _PerModel
+from dlrig.train.stacked_ops import Unsupported as _Unsupported
+from dlrig.train.stacked_rnn import COMPOSITES as _RECURRENT
 
 # may differ from the default (early_stopping: must be None, checked on its own)
 _TRAIN_KEYS = ("epochs", "batch_size", "standardize", "label_smoothing", "early_stopping")
@@ -97,6 +111,17 @@ _LAYERS = (Standardize, nn.Flatten, nn.Identity, nn.Dropout, nn.Linear, nn.Conv2
            nn.LayerNorm, nn.Sequential, *_ACTIVATIONS)
 
 ManyEpochCallback = Callable[[int, dict[str, float]], bool | None]
+# Modules that run as one stacked function (a recurrent net, a transformer body): their inner layers are
+# theirs to run, and their own check says which of their options stack (stacked_ops.Composite).
+_COMPOSITES: dict[type, Composite] = {**_RECURRENT, **_ATTENTION}
+
+
+def _composite_names(model: nn.Module) -> list[str]:
+    return [name for name, mod in model.named_modules() if type(mod) in _COMPOSITES]
+
+
+def _inside(name: str, composites: list[str]) -> bool:
+    return any(name.startswith(c + ".") for c in composites)
 
 
 @cache
@@ -104,8 +129,17 @@ def _default_train() -> dict[str, Any]:
     return {k: v for k, v in FitConfig().train.model_dump().items() if k not in _TRAIN_KEYS}
 
 
-def _layers_supported(model: nn.Module) -> bool:
-    for mod in model.modules():
+def _layers_supported(model: nn.Module, sample_shape: tuple[int, ...]) -> bool:
+    composites = _composite_names(model)
+    for name, mod in model.named_modules():
+        if _inside(name, composites):
+            continue  # the composite's own check
+        if type(mod) in _COMPOSITES:
+            try:
+                _COMPOSITES[type(mod)].check(mod, sample_shape)
+            except _Unsupported:
+                return False
+            continue
         if type(mod) not in _LAYERS or getattr(mod, "inplace", False):
             return False
         if isinstance(mod, nn.Conv2d) and (mod.groups != 1 or tuple(mod.dilation) != (1, 1)
@@ -119,10 +153,12 @@ def _layers_supported(model: nn.Module) -> bool:
 @cache
 def _family_supported(model_json: str, sample_shape: tuple[int, ...], n_classes: int) -> bool:
     model = _template_json(model_json, sample_shape, n_classes)
-    if not _layers_supported(model):
+    if not _layers_supported(model, sample_shape):
         return False
     # the model's own dropout, if any, run as the stack runs it: a dropout on a feature map is refused
-    active = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    active = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()) or any(
+        rate > 0 for _, mod in _layers(model) if type(mod) in _COMPOSITES
+        for rate in _COMPOSITES[type(mod)].dropouts(mod).values())
     try:  # a LayerNorm on a feature map, a pooling before any convolution: not a layout _forward knows
         _forward(_layers(model), {n: p.detach()[None] for n, p in model.named_parameters()},
                  {n: b[None] for n, b in model.named_buffers()}, torch.zeros(1, 2, *sample_shape),
@@ -133,7 +169,7 @@ def _family_supported(model_json: str, sample_shape: tuple[int, ...], n_classes:
 
 
 def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) -> str | None:
-    """What jobs must share to train as one stack here: the architecture but its dropout rate, and the
+    """What jobs must share to train as one stack here: the architecture but its dropout rates, and the
     ``train`` section (each model keeps its own optimizer, schedule and dropout rate); None: not supported,
     train with fit()."""
     if config.train.early_stopping is not None:
@@ -144,8 +180,9 @@ def stack_key(config: FitConfig, sample_shape: Sequence[int], n_classes: int) ->
     model_json = config.model.model_dump_json()
     if not _family_supported(model_json, tuple(sample_shape), n_classes):
         return None
-    # the dropout rate is per model (each row its own masks and rate), as in batched.py's _PER_MODEL
-    shared = config.model.model_dump() | {"dropout": None}
+    # the dropout rates are per model (each row its own masks and rates), as in batched.py's _PER_MODEL;
+    # a transformer's attention dropout too (stacked_attn reads each model's own rate)
+    shared = config.model.model_dump() | {"dropout": None, "attention_dropout": None}
     return json.dumps([json.dumps(shared, sort_keys=True), config.train.model_dump_json()])
 
 
@@ -214,8 +251,9 @@ def fit_stacked(
 @cache
 def _template_json(model_json: str, sample_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """The family's architecture (its weights unused), built once."""
-    config = FitConfig.model_validate({"model": json.loads(model_json)})
-    return build_model(config.model, sample_shape, n_classes)
+    spec = json.loads(model_json)  # the model section alone: FitConfig's cross-section rules (embed tokens
+    # need train.standardize none) would refuse it beside the default train section
+    return build_model(MODEL_FAMILIES[spec["name"]].model_validate(spec), sample_shape, n_classes)
 
 
 def _template(config: FitConfig, sample_shape, n_classes: int) -> nn.Module:
@@ -223,18 +261,15 @@ def _template(config: FitConfig, sample_shape, n_classes: int) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------- the stacked forward
-class _Unsupported(Exception):
-    """A layer in a place :func:`_forward` has no stacked form for (checked once per family)."""
-
-
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The leaf layers in forward order, with their parameter-name prefix (nested Sequentials unrolled;
     identities dropped; dropout kept whatever its rate: its rate is per model, see :func:`_forward`). ReLU
     then max-pool runs as max-pool then ReLU: the same numbers, forward and
     backward (ReLU is monotone, zero-gradient wherever it ties), on a quarter of the activations."""
     out: list[tuple[str, nn.Module]] = []
+    composites = _composite_names(model)
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.Sequential | nn.Identity):
+        if isinstance(mod, nn.Sequential | nn.Identity) or _inside(name, composites):
             continue
         if isinstance(mod, nn.MaxPool2d) and out and type(out[-1][1]) is nn.ReLU:
             out.insert(len(out) - 1, (f"{name}.", mod))
@@ -276,9 +311,7 @@ def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.T
         elif isinstance(mod, nn.Linear):
             if layout != "flat":
                 raise _Unsupported("linear on a map")
-            x = torch.bmm(x, params[prefix + "weight"].transpose(1, 2))
-            if mod.bias is not None:
-                x = _PerModel.apply(x, params[prefix + "bias"], False)
+            x = linear(x, params[prefix + "weight"], params.get(prefix + "bias"))  # stack-invariant bits
         elif isinstance(mod, nn.LayerNorm):
             if layout != "flat":
                 raise _Unsupported("layer norm on a map")
@@ -286,6 +319,10 @@ def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.T
             if mod.elementwise_affine:
                 x = _PerModel.apply(x, params[prefix + "weight"], True)
                 x = _PerModel.apply(x, params[prefix + "bias"], False)
+        elif type(mod) in _COMPOSITES:  # [M, W, *sample] (or flat) -> [M, W, F]
+            if layout == "grouped":
+                raise _Unsupported(f"{type(mod).__name__} after a convolution")
+            x, layout = _COMPOSITES[type(mod)].forward(mod, prefix, params, buffers, x, dropout), "flat"
         elif isinstance(mod, _ACTIVATIONS):
             x = mod(x)  # element-wise: any layout
         elif isinstance(mod, nn.Dropout):
@@ -299,34 +336,6 @@ def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.T
     if layout != "flat":
         raise _Unsupported("no flatten before the output")
     return x
-
-
-class _PerModel(torch.autograd.Function):
-    """``x [M, ..., F] + b [M, F]`` (or ``*`` with ``scale``): a bias or gain per model, whose gradient
-    (a sum over the model's rows) is a batched matrix product with a row of ones, one GEMM per model.
-    Autograd's own sum for a broadcast bias (``baddbmm``'s, 4160 rows per model in an im2col convolution
-    tried here) gave a lone model other last bits than the same model in a stack; plain sums over the
-    dense layers' shapes agreed when tried, so for them this is a guarantee rather than a measured fix."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, b: torch.Tensor, scale: bool) -> torch.Tensor:
-        shape = (b.shape[0], *[1] * (x.dim() - 2), b.shape[1])
-        ctx.scale = scale
-        if scale:
-            ctx.save_for_backward(x, b)
-            return x * b.view(shape)
-        return x + b.view(shape)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        rows = g
-        if ctx.scale:
-            x, b = ctx.saved_tensors
-            rows = g * x
-            g = g * b.view(b.shape[0], *[1] * (g.dim() - 2), b.shape[1])
-        rows = rows.reshape(rows.shape[0], -1, rows.shape[-1])
-        ones = rows.new_ones(rows.shape[0], 1, rows.shape[1])
-        return g, torch.bmm(ones, rows).squeeze(1), None
 
 
 def _grouped(x: torch.Tensor) -> torch.Tensor:
@@ -417,6 +426,10 @@ class _Stack:
         # own mask generator, seeded from its job alone as batched.py seeds them (never fit's global RNG)
         self.keeps = {prefix: [1 - m.get_submodule(prefix[:-1]).p for m in self.models]
                       for prefix, mod in self.layers if isinstance(mod, nn.Dropout)}
+        for prefix, mod in self.layers:  # the dropouts inside a composite layer, each model's own rates
+            if type(mod) in _COMPOSITES:
+                rates = [_COMPOSITES[type(mod)].dropouts(m.get_submodule(prefix[:-1])) for m in self.models]
+                self.keeps |= {prefix + site: [1 - r[site] for r in rates] for site in rates[0]}
         self.dropping = any(k < 1 for ks in self.keeps.values() for k in ks)
         self.dropout_gens = [dropout_generator(job.seed, dev) for job in jobs]
         self.X, self.y = torch.as_tensor(X, device=dev), torch.as_tensor(y, device=dev)
@@ -447,7 +460,7 @@ class _Stack:
         return out
 
     def _dropout(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
-        """The dropout layer at ``prefix`` on ``x [M, W, F]`` in training (see :func:`_dropout_mask`)."""
+        """The dropout layer at ``prefix`` on ``x [M, W, ...]`` in training (see :func:`_dropout_mask`)."""
         keeps = self.keeps[prefix]
         if all(k == 1 for k in keeps):
             return x
@@ -587,7 +600,7 @@ class _Stack:
             val_index=np.asarray(rows)[:0],
             seconds=0.0,
             info={"steps_per_epoch": self.steps, "diverged": stop_reason is not None, "pruned": False,
-                  "stop_reason": stop_reason, "batched": True, "stacked": "im2col",
+                  "stop_reason": stop_reason, "batched": True, "stacked": "stacked_func",  # this trainer
                   "group_size": len(self.positions)},
         )
 
