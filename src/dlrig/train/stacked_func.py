@@ -39,8 +39,9 @@ thread: every batch is padded to ``min(batch_size, rows) + 1`` rows (fit()'s las
 at most one row wider than ``batch_size``) whatever the stack, the padding repeats the model's own rows and
 is masked out of the loss; every reduction is per model (a grouped convolution's group; one GEMM per model
 in aligned layouts, stacked_ops.bmm; a bias gradient a sum over the model's own rows); a lone CNN trains
-beside a twin of itself, because oneDNN takes another kernel for a one-group convolution (see :func:`_conv`). tests/train/test_stacked_func.py:
-a job trained alone and in a stack of 4 with other configs, rows and seeds gives ``torch.equal`` weights.
+beside a twin of itself, because oneDNN takes another kernel for a one-group convolution (see
+:func:`_conv`). tests/train/test_stacked_func.py: a job trained alone and in a stack of 4 with other
+configs, rows and seeds gives ``torch.equal`` weights.
 The fit cache keys a fit by its own config, rows and seed, so this is what lets the scorer stack them.
 Dropout keeps it so (:func:`_dropout_mask`): each model draws its masks from its own generator, seeded
 from ``SeedSequence([job.seed, 1])`` as batched.py seeds its, in blocks of its own padded width (rows) by
