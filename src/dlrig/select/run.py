@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from dlrig.params import ComputeParams, Params
 from dlrig.progress import Progress
 from dlrig.seeds import derive_seed
 from dlrig.select.nested import NestedCV, Selection, summarise
+from dlrig.select.pool import exit_with_parent, shared
 from dlrig.select.scorers import ResultCache, TorchScorer
 from dlrig.select.space import build_space, describe_space
 
@@ -46,28 +48,6 @@ def _start_values(params: Params, names: list[str]) -> dict[str, Any]:
     return out
 
 
-_WATCHDOG: list[threading.Thread] = []
-
-
-def _exit_with_parent() -> None:
-    """In a worker process: exit as soon as the process that started it is gone.
-
-    ``kill -9`` of the stage leaves loky's workers running their fold to the end (tens of seconds of CPU
-    for nothing). A daemon thread polls the parent's pid; when the worker is re-parented, it exits.
-    """
-    if _WATCHDOG:
-        return
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    _WATCHDOG.append(threading.Thread(target=watch, name="dlrig-exit-with-parent", daemon=True))
-    _WATCHDOG[0].start()
-
-
 def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tuple, Any]:
     """One outer fold, or the final selection; runs in a worker process (one torch thread)."""
     import torch
@@ -75,7 +55,7 @@ def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tupl
     from dlrig.train import work
 
     if worker:
-        _exit_with_parent()
+        exit_with_parent()
     done = work.snapshot()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -184,48 +164,20 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
 
 
 def _with_workers(driver: NestedCV, tasks: list[tuple], n_jobs: int):
-    """Yield every task's output, trained by ``n_jobs - 1`` worker processes and by this one.
-
-    A fresh worker spends seconds importing torch before its first fit; this process has it loaded and
-    starts at once. Tasks wait in one queue: a worker is handed the next one from the front each time it
-    finishes one (never more than one ahead, so nothing is stuck behind a busy worker), this process takes
-    them from the back. Results do not depend on where a task ran: each task derives its seeds from its own
-    key, and a stacked fit's bits do not depend on its stack's other models.
-    """
-    from collections import deque
-    from concurrent.futures import as_completed
-
+    """Yield every task's output, trained by ``n_jobs - 1`` worker processes and by this one, one task at a
+    time each (:func:`dlrig.select.pool.shared`). Results do not depend on where a task ran: each task
+    derives its seeds from its own key, and a stacked fit's bits do not depend on its stack mates."""
     from joblib.externals.loky import ProcessPoolExecutor
 
-    waiting, lock, futures = deque(tasks), threading.Lock(), []
+    def here(task: tuple) -> tuple:
+        key, value, counts, seconds, _done = _run_task(driver, task)
+        return key, value, counts, seconds, {}  # counted in this process's tally already
 
-    def hand_one(_finished=None) -> None:
-        with lock:  # the pop and the append together: once the queue is empty, `futures` is complete
-            if not waiting:
-                return
-            future = executor.submit(_run_task, driver, waiting.popleft(), True)
-            futures.append(future)
-        future.add_done_callback(hand_one)  # outside the lock: a finished future calls back at once
-
-    # Its own executor, not loky's process-wide reusable one: joblib (the stacked shares) reuses that one
-    # and expects its own attributes on it.
+    # Its own executor, not loky's process-wide reusable one: joblib (the stacked shares in scorers, the
+    # studies' map_jobs) reuses that one and expects its own attributes on it.
     with ProcessPoolExecutor(max_workers=n_jobs - 1) as executor:
-        try:
-            for _ in range(n_jobs - 1):
-                hand_one()
-            while True:
-                with lock:
-                    task = waiting.pop() if waiting else None
-                if task is None:
-                    break
-                key, value, counts, seconds, _done = _run_task(driver, task)
-                yield key, value, counts, seconds, {}  # counted in this process's tally already
-            with lock:
-                handed = list(futures)
-            yield from (future.result() for future in as_completed(handed))
-        finally:
-            with lock:
-                waiting.clear()  # an error here, or the caller gone: hand the workers nothing more
+        for _, output in shared(tasks, here, partial(_run_task, driver, worker=True), executor, n_jobs - 1):
+            yield output
 
 
 def _bigger_stacks_pay(device: str, base: Any = None, sample_shape: tuple = (), n_classes: int = 0) -> bool:

@@ -342,30 +342,37 @@ class TorchScorer:
         return out
 
     def _fit_score_shared(self, jobs: list[Job], configs: list[FitConfig], n_jobs: int) -> list[dict]:
-        """:meth:`fit_score` of search jobs in ``n_jobs`` processes: every stack (model shape) is cut into
-        ``n_jobs`` near-equal shares, one per process, so each process trains the same amount of work."""
-        from joblib import Parallel, delayed
+        """:meth:`fit_score` of search jobs in this process and ``n_jobs - 1`` worker processes: every
+        stack (model shape) is cut into up to ``2 * n_jobs`` sub-stacks, handed out one at a time
+        (:func:`dlrig.select.pool.shared`; a worker only once it has imported torch), so a worker that is
+        still starting holds nothing up.
+        The workers are loky's reusable ones (joblib's): warm from one call to the next (an up-front
+        search's two stacks, a lock-step run's rounds)."""
+        from joblib.executor import get_memmapping_executor
 
+        from dlrig.select.pool import shared
+        from dlrig.train import work
         from dlrig.train.batched import batch_key
+        from dlrig.train.stacked_func import stack_key
 
         groups: dict[Any, list[int]] = {}
-        for i, cfg in enumerate(configs):
-            key = batch_key(cfg)
-            groups.setdefault(i if key is None else key, []).append(i)  # fit() jobs: one "stack" each
-        shares: list[list[int]] = [[] for _ in range(n_jobs)]
-        for p, members in enumerate(groups.values()):
-            for q, part in enumerate(np.array_split(np.asarray(members), n_jobs)):
-                shares[(p + q) % n_jobs] += part.tolist()  # rotated: single fit() jobs spread out too
-        shares = [sorted(share) for share in shares if share]
-        parts = Parallel(n_jobs=len(shares), backend="loky")(
-            delayed(_fit_share)(self, [jobs[i] for i in share], [configs[i] for i in share])
-            for share in shares)
-        from dlrig.train import work
+        for i, cfg in enumerate(configs):  # fit() jobs: a "stack" each
+            key = batch_key(cfg) or stack_key(cfg, self.X.shape[1:], self.n_classes) or ("alone", i)
+            groups.setdefault(key, []).append(i)
+        chunks = [part.tolist() for members in groups.values()
+                  for part in np.array_split(np.asarray(members), min(len(members), n_jobs))]
 
+        def here(task: tuple) -> tuple[list[dict], dict]:
+            return self.fit_score(task[0], None, keep_failures=True, configs=task[1]), {}  # counted here
+
+        tasks = [([jobs[i] for i in chunk], [configs[i] for i in chunk]) for chunk in chunks]
         records: list[dict] = [{}] * len(jobs)
-        for share, (part, done) in zip(shares, parts, strict=True):
-            work.merge(done)
-            for i, record in zip(share, part, strict=True):
+        # loky's process-wide reusable executor, as joblib's Parallel gets it (with the attributes it expects)
+        executor = get_memmapping_executor(n_jobs - 1)
+        there = functools.partial(_fit_share, self)
+        for c, (part, done) in shared(tasks, here, there, executor, n_jobs - 1, warm_up=True):
+            work.merge(done)  # a worker's fits, for the stage's cost record
+            for i, record in zip(chunks[c], part, strict=True):
                 records[i] = record
         return records
 
@@ -480,18 +487,20 @@ class TorchScorer:
         return result["metrics"]  # a refit that fails raised a UserError in fit_score: nothing is cached
 
 
-def _fit_share(scorer: TorchScorer, jobs: list[Job], configs: list[FitConfig]) -> list[dict]:
-    """One process's share of the search stacks (:meth:`TorchScorer._fit_score_shared`), one torch thread."""
+def _fit_share(scorer: TorchScorer, task: tuple) -> tuple[list[dict], dict]:
+    """A worker process's sub-stack of search jobs (:meth:`TorchScorer._fit_score_shared`), one torch
+    thread; returns the records and the fits it trained (for the parent's cost record)."""
     import torch
 
-    from dlrig.select.run import _exit_with_parent
+    from dlrig.select.pool import exit_with_parent
     from dlrig.train import work
 
-    _exit_with_parent()  # a killed stage takes its workers with it (see select.run)
+    exit_with_parent()  # a killed stage takes its workers with it
     torch.set_num_threads(1)
     before = work.snapshot()
+    jobs, configs = task
     records = scorer.fit_score(jobs, None, keep_failures=True, configs=configs)
-    return records, work.since(before)  # the fits this process trained, for the parent's cost record
+    return records, work.since(before)
 
 
 class SklearnScorer:
