@@ -42,6 +42,10 @@ def test_lockstep_gives_the_selection_of_one_selection_at_a_time(monkeypatch, se
     # final selection's in another; the last round: the 3 outer refits together
     assert rounds[0] == [2, 2, 2] and rounds[1] == [2]
     assert rounds[-1] == [1, 1, 1]
+    params.compute.n_jobs = 2  # each round's stacks cut into shares, this process and a worker
+    shared = select_config(params, ds, progress=False, log=lambda _line: None)
+    assert "lockstep" in shared.seconds and _record(shared) == _record(together)
+    params.compute.n_jobs = 1
     monkeypatch.setattr(NestedCV, "lockstep", lambda self: False)
     alone = select_config(params, ds, progress=False, log=lambda _line: None)
     assert "lockstep" not in alone.seconds
