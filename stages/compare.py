@@ -41,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
     tuned = FitConfig.model_validate(ckpt["config"])
     for key, path in _checkpoints(params, tuned):  # before any fit: one that saw held-out rows leaks
-        check_unseen(path, train.X, key, "the training split, which compare's folds hold out one by one")
-        check_unseen(path, test.X, key, "the test split")
+        check_unseen(path, key, (train.X, "the training split, which compare's folds hold out one by one"),
+                     (test.X, "the test split"))
     print(f"compare: tuned model vs {sorted(params.compare.baselines) or 'no baselines'}")
     with Progress(planned_fits(params, folds), "compare: baseline fits", quiet=args.quiet) as bar:
         result = compare_with_baselines(params, train, test, folds, tuned, model, log=bar.write,

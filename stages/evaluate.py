@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     test = Dataset.load(args.test, args.meta)
     model, ckpt = load_model(args.model, sample_shape=test.sample_shape, classes=test.classes, data=args.test)
     for key, path in checkpoints_in(FitConfig.model_validate(ckpt["config"])):  # the model learnt from it
-        check_unseen(path, test.X, key, "the test split")
+        check_unseen(path, key, (test.X, "the test split"))
     cv = load_json(args.cv)
     proba = predict_proba(model, test.X)
     metrics = holdout_metrics(test.y, proba, test.classes, seed=params.seed)

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train = Dataset.load(args.train, args.meta)
     # every training row is some outer fold's held-out row: a checkpoint that saw one leaks into the estimate
     for key, path in checkpoints_in(params.fit_config()):
-        check_unseen(path, train.X, key, "the training split, which the nested CV holds out fold by fold")
+        check_unseen(path, key, (train.X, "the training split, which the nested CV holds out fold by fold"))
 
     cv = params.cv
     print(f"train: depth-{cv.depth} CV ({cv.outer_folds} outer x {cv.inner_folds} inner folds), "

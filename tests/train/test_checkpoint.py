@@ -110,12 +110,12 @@ def test_a_checkpoint_that_saw_held_out_rows_is_refused(tmp_path):
     seen, unseen = tmp_path / "seen.pt", tmp_path / "old.pt"
     save_model(seen, model, config, sample_shape=[6], classes=["a", "b", "c"], seed=0, rows=X[:30])
     save_model(unseen, model, config, sample_shape=[6], classes=["a", "b", "c"], seed=0)  # no record
-    check_unseen(seen, X[30:], "train.distill.teacher", "the test split")  # disjoint: passes
-    check_unseen(unseen, X, "train.distill.teacher", "the test split")  # cannot tell: passes
+    check_unseen(seen, "train.distill.teacher", (X[30:], "the test split"))  # disjoint: passes
+    check_unseen(unseen, "train.distill.teacher", (X, "the test split"))  # cannot tell: passes
     poisoned = np.concatenate([X[30:], X[[4, 9]]])  # two rows the checkpoint was trained on, held out
     with pytest.raises(UserError, match=r"^train.distill.teacher: .*seen.pt was trained on 2 of the 12 rows of "
                                         r"the test split: its estimate would leak"):
-        check_unseen(seen, poisoned, "train.distill.teacher", "the test split")
+        check_unseen(seen, "train.distill.teacher", (poisoned, "the test split"))
     # a digest is the sample's, not its index: a copy of a seen row elsewhere is caught too
     assert np.array_equal(row_digests(X[[4]].copy()), row_digests(X)[[4]])
     assert len(set(row_digests(X).tolist())) == 40

@@ -48,6 +48,14 @@ def _start_values(params: Params, names: list[str]) -> dict[str, Any]:
     return out
 
 
+def _perform(driver: NestedCV, task: tuple) -> tuple[tuple, Any]:
+    """``(key, value)`` of a task: an outer fold's record, or the final selection."""
+    if task[0] == "outer":
+        _, k, train, test = task
+        return task[:2], driver.outer_fold(k, train, test)
+    return ("final",), driver.select(task[1], ("final",))
+
+
 def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tuple, Any]:
     """One outer fold, or the final selection; runs in a worker process (one torch thread)."""
     import torch
@@ -61,11 +69,7 @@ def _run_task(driver: NestedCV, task: tuple, worker: bool = False) -> tuple[tupl
     start = time.perf_counter()
     cache = driver.scorer.cache
     before = (cache.hits, cache.misses)
-    if task[0] == "outer":
-        _, k, train, test = task
-        key, value = task[:2], driver.outer_fold(k, train, test)
-    else:
-        key, value = ("final",), driver.select(task[1], ("final",))
+    key, value = _perform(driver, task)
     seconds = time.perf_counter() - start
     # the fits trained here: merged into the stage's cost record (a worker's tally dies with it)
     return key, value, (cache.hits - before[0], cache.misses - before[1]), seconds, work.since(done)
@@ -125,18 +129,14 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
                  and (driver.upfront() or driver.lockstep())
                  and _bigger_stacks_pay(params.compute.device, driver.scorer.base, driver.scorer.X.shape[1:],
                                         driver.scorer.n_classes))
-        if wider and driver.upfront():
-            before = (cache.hits, cache.misses)
-            tick = time.perf_counter()
-            _train_upfront(driver, tasks, params.compute.n_jobs)
-            timings["upfront"] = round(time.perf_counter() - tick, 3)
-            hits, misses = cache.hits - before[0], cache.misses - before[1]
-            outputs = (_run_task(driver, t) for t in tasks)  # every fit is ready: the searches replay them
-        elif wider:
-            before = (cache.hits, cache.misses)
-            tick = time.perf_counter()
-            outputs = list(_lockstep(driver, tasks, params.compute.n_jobs))
-            timings["lockstep"] = round(time.perf_counter() - tick, 3)
+        if wider:
+            before, tick = (cache.hits, cache.misses), time.perf_counter()
+            if driver.upfront():
+                _train_upfront(driver, tasks, params.compute.n_jobs)
+                outputs = (_run_task(driver, t) for t in tasks)  # every fit is ready: the searches replay
+            else:
+                outputs = _lockstep(driver, tasks, params.compute.n_jobs)
+            timings["upfront" if driver.upfront() else "lockstep"] = round(time.perf_counter() - tick, 3)
             hits, misses = cache.hits - before[0], cache.misses - before[1]
         elif params.compute.backend == "dask":
             outputs = _on_cluster(params.compute, driver, tasks, log)
@@ -146,8 +146,7 @@ def _select(params: Params, driver: NestedCV, cache: ResultCache, rows: np.ndarr
             outputs = (_run_task(driver, t) for t in tasks)
         from dlrig.train import work
 
-        in_process = params.compute.backend != "dask" and (
-            params.compute.n_jobs == 1 or "upfront" in timings or "lockstep" in timings)
+        in_process = params.compute.backend != "dask" and (params.compute.n_jobs == 1 or wider)
         for key, value, (h, m), seconds, done in outputs:
             if not in_process:
                 work.merge(done)  # counted in a worker process (none for a task run here): add it here
@@ -181,9 +180,9 @@ def _with_workers(driver: NestedCV, tasks: list[tuple], n_jobs: int):
 
 
 def _bigger_stacks_pay(device: str, base: Any = None, sample_shape: tuple = (), n_classes: int = 0) -> bool:
-    """Whether to stack every selection's fits together (:func:`_train_upfront`). On a GPU, where a wider
-    stack fills the device. On a CPU for a family the torch.func-era stack trains (CNNs,
-    :mod:`dlrig.train.stacked_func`; ``base`` is the search's starting config): the 41 fits of
+    """Whether to stack every selection's fits together (:func:`_train_upfront`, :func:`_lockstep`). On a
+    GPU, where a wider stack fills the device. On a CPU for a family :mod:`dlrig.train.stacked_func` trains
+    (CNNs, recurrent nets, transformers; ``base`` is the search's starting config): the 41 CNN fits of
     bench/cnn_stacked.py ran 2.8x the per-fit loop up front vs 2.1x one selection at a time (the outer refits
     stack too, instead of five lone fits). Not for the MLP stack on a CPU: bench/nested_cv.py on 2 quiet
     cores timed the grid workload at 9.4 s up front vs 8.4 s with one selection's fits per stack (60 models'
@@ -212,18 +211,24 @@ def _train_upfront(driver: NestedCV, tasks: list[tuple], n_jobs: int) -> None:
     2-core machine (OpenMP threads spin-waiting for a core).
     """
     scorer = driver.scorer
-    # The outer folds' selections fit on (k-1)/k of an outer-train; the final selection on (k-1)/k of all
-    # rows: more steps per epoch. In one stack the outer folds' models would sit idle (masked) through the
-    # final's extra steps, so the two train as two stacks.
-    outer = [driver.first_batch(t[2], t[:2]) for t in tasks if t[0] == "outer"]
-    final = [driver.first_batch(t[1], ("final",)) for t in tasks if t[0] != "outer"]
-    for calls in (outer, final):
-        scorer.prefetch(calls, n_jobs=n_jobs)
+    _prefetch_searches(scorer, [(t[0], driver.first_batch(t[2], t[:2]) if t[0] == "outer"
+                                 else driver.first_batch(t[1], ("final",))) for t in tasks], n_jobs)
     refits = []
     for _, k, train, test in (t for t in tasks if t[0] == "outer"):
         chosen = driver.select(train, ("outer", k))  # replays the prefetched trials
         refits.append((chosen.config, train, test, derive_seed(driver.seed, "outer-refit", k)))
     scorer.prefetch([], refits)
+
+
+def _prefetch_searches(scorer: TorchScorer, calls: list[tuple[str, tuple]], n_jobs: int) -> None:
+    """Train the ``(task kind, cv_trials call)`` fits of several selections together. The outer folds'
+    selections fit on (k-1)/k of an outer-train, the final selection on (k-1)/k of all rows: more steps per
+    epoch. In one stack the outer folds' models would sit idle (masked) through the final's extra steps,
+    so the two train as two stacks."""
+    for kind in ("outer", "final"):
+        group = [call for where, call in calls if where == kind]
+        if group:
+            scorer.prefetch(group, n_jobs=n_jobs)
 
 
 class _Cancelled(BaseException):
@@ -273,11 +278,7 @@ class _Turn:
     def _main(self) -> None:
         try:
             start = time.perf_counter()
-            if self.task[0] == "outer":
-                _, k, train, test = self.task
-                key, value = self.task[:2], self.driver.outer_fold(k, train, test)
-            else:
-                key, value = ("final",), self.driver.select(self.task[1], ("final",))
+            key, value = _perform(self.driver, self.task)
             self.output = (key, value, (0, 0), time.perf_counter() - start, {})
         except _Cancelled:
             pass
@@ -329,10 +330,7 @@ def _lockstep(driver: NestedCV, tasks: list[tuple], n_jobs: int):
                     raise turn.error
             live = [t for t in live if not t.done]
             requests = [(t.task[0], t.request) for t in live]
-            for kind in ("outer", "final"):  # two stacks: their epochs have other numbers of steps
-                calls = [r for where, (what, r) in requests if what == "cv" and where == kind]
-                if calls:
-                    scorer.prefetch(calls, n_jobs=n_jobs)
+            _prefetch_searches(scorer, [(where, r) for where, (what, r) in requests if what == "cv"], n_jobs)
             refits = [r for _, (what, r) in requests if what == "holdout"]
             if refits:
                 scorer.prefetch([], refits)

@@ -309,7 +309,8 @@ class TorchScorer:
 
     def _stacks(self, many: list, on_epoch=None) -> list[Any]:
         """fit_many (the hand-written MLP stack), and for the jobs it would give to fit() one by one but
-        :mod:`dlrig.train.stacked_func` can stack (CNNs), fit_stacked; results in job order.
+        :mod:`dlrig.train.stacked_func` can stack (CNNs, recurrent nets, transformers), fit_stacked; results
+        in job order.
 
         On a GPU always (whether a model's bits there depend on its stack mates is untested); on a CPU when
         torch runs one thread (``compute.torch_threads: 1``, the default, and every ``n_jobs`` worker):
@@ -343,10 +344,10 @@ class TorchScorer:
 
     def _fit_score_shared(self, jobs: list[Job], configs: list[FitConfig], n_jobs: int) -> list[dict]:
         """:meth:`fit_score` of search jobs in this process and ``n_jobs - 1`` worker processes: every
-        stack (model shape) is cut into up to ``2 * n_jobs`` sub-stacks, handed out one at a time
-        (:func:`dlrig.select.pool.shared`; a worker only once it has imported torch), so a worker that is
-        still starting holds nothing up.
-        The workers are loky's reusable ones (joblib's): warm from one call to the next (an up-front
+        stack (model shape) is cut into up to ``n_jobs`` sub-stacks, handed out one at a time
+        (:func:`dlrig.select.pool.shared`; a worker only once it has imported torch, and this process runs
+        what a worker still holds when it has none left), so a worker that is still starting holds nothing
+        up. The workers are loky's reusable ones (joblib's): warm from one call to the next (an up-front
         search's two stacks, a lock-step run's rounds)."""
         from joblib.executor import get_memmapping_executor
 

@@ -58,25 +58,26 @@ def save_model(
     )
 
 
-def check_unseen(path: str | Path, X: Any, key: str, held_out: str) -> None:
-    """Refuse (one line naming ``key``) a checkpoint trained on any sample of ``X``, the rows ``held_out``
-    says are held out. A checkpoint without the record (written by another tool or an older dlrig) cannot
-    be checked and passes."""
+def check_unseen(path: str | Path, key: str, *held_out: tuple[Any, str]) -> None:
+    """Refuse (one line naming ``key``) a checkpoint trained on any sample of the ``(X, what)`` sets held
+    out (``what``: the rows in words). A checkpoint without the record (written by another tool or an
+    older dlrig) cannot be checked and passes."""
     import numpy as np
 
     from dlrig.data.dataset import row_digests
 
     ckpt = load_checkpoint(path)
     seen = ckpt.get("trained_rows") if isinstance(ckpt, dict) else None
-    if seen is None or len(X) == 0:
+    if seen is None:
         return
-    overlap = int(np.isin(row_digests(X), seen.numpy()).sum())
-    if overlap:
-        raise UserError(
-            f"{key}: {path} was trained on {overlap} of the {len(X)} rows of {held_out}: its estimate would "
-            f"leak what the checkpoint learnt from them (use a checkpoint trained on rows this run does not "
-            f"hold out: another data set, or classes this data set leaves out)"
-        )
+    for X, what in held_out:
+        overlap = int(np.isin(row_digests(X), seen.numpy()).sum()) if len(X) else 0
+        if overlap:
+            raise UserError(
+                f"{key}: {path} was trained on {overlap} of the {len(X)} rows of {what}: its estimate would "
+                f"leak what the checkpoint learnt from them (use a checkpoint trained on rows this run does "
+                f"not hold out: another data set, or classes this data set leaves out)"
+            )
 
 
 def checkpoints_in(config: Any) -> list[tuple[str, str]]:

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from dlrig.models.layers import ACTIVATIONS
 from dlrig.models.transformer import TransformerBody
-from dlrig.train.stacked_ops import Composite, Dropout, PerModel, Unsupported, linear
+from dlrig.train.stacked_ops import Composite, Dropout, PerModel, Unsupported, layer_norm, linear
 
 _ACTIVATIONS = tuple(ACTIVATIONS.values())  # element-wise modules: they act on [M, ...] as on [N, ...]
 
@@ -74,10 +74,8 @@ def _dropouts(body: TransformerBody) -> dict[str, float]:
 
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm, params: dict[str, torch.Tensor], at: str
                 ) -> torch.Tensor:
-    """``norm(x)`` with every model's own gain and bias (through :class:`PerModel`)."""
-    x = F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
-    x = PerModel.apply(x, params[at + "weight"], True)
-    return PerModel.apply(x, params[at + "bias"], False)
+    """``norm(x)`` with every model's own gain and bias, the parameters at ``at``."""
+    return layer_norm(x, norm, params[at + "weight"], params[at + "bias"])
 
 
 def _tokens(body: TransformerBody, prefix: str, params: dict[str, torch.Tensor], x: torch.Tensor

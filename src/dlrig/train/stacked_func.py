@@ -100,8 +100,7 @@ from dlrig.train.optim import (
     sgd_update,
 )
 from dlrig.train.stacked_attn import COMPOSITES as _ATTENTION
-from dlrig.train.stacked_ops import Composite, linear
-from dlrig.train.stacked_ops import PerModel as _PerModel
+from dlrig.train.stacked_ops import Composite, layer_norm, linear
 from dlrig.train.stacked_ops import Unsupported as _Unsupported
 from dlrig.train.stacked_rnn import COMPOSITES as _RECURRENT
 
@@ -316,10 +315,7 @@ def _forward(layers, params: dict[str, torch.Tensor], buffers: dict[str, torch.T
         elif isinstance(mod, nn.LayerNorm):
             if layout != "flat":
                 raise _Unsupported("layer norm on a map")
-            x = F.layer_norm(x, mod.normalized_shape, None, None, mod.eps)
-            if mod.elementwise_affine:
-                x = _PerModel.apply(x, params[prefix + "weight"], True)
-                x = _PerModel.apply(x, params[prefix + "bias"], False)
+            x = layer_norm(x, mod, params.get(prefix + "weight"), params.get(prefix + "bias"))
         elif type(mod) in _COMPOSITES:  # [M, W, *sample] (or flat) -> [M, W, F]
             if layout == "grouped":
                 raise _Unsupported(f"{type(mod).__name__} after a convolution")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 ALIGN = 16  # floats: 64 bytes, a cache line and an AVX-512 vector
 
@@ -109,6 +110,18 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return out.view(*shape[:-1], weight.shape[1])
 
 
+def layer_norm(x: torch.Tensor, norm: nn.LayerNorm, weight: torch.Tensor | None,
+               bias: torch.Tensor | None) -> torch.Tensor:
+    """Every model's ``norm(x)`` over the last dimension, with its own gain ``weight [M, F]`` and ``bias``
+    (through :class:`PerModel`; None: no affine)."""
+    x = F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+    if weight is not None:
+        x = PerModel.apply(x, weight, True)
+    if bias is not None:
+        x = PerModel.apply(x, bias, False)
+    return x
+
+
 @dataclass(frozen=True)
 class Composite:
     """A module type that :func:`dlrig.train.stacked_func._forward` runs as one stacked function.
@@ -129,5 +142,5 @@ class Composite:
     dropouts: Callable[[nn.Module], dict[str, float]]
 
 
-__all__ = ["ALIGN", "Composite", "Dropout", "PerModel", "Unsupported", "aligned", "bmm", "buffer", "linear",
-           "right"]
+__all__ = ["ALIGN", "Composite", "Dropout", "PerModel", "Unsupported", "aligned", "bmm", "buffer",
+           "layer_norm", "linear", "right"]
